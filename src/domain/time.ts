@@ -1,0 +1,96 @@
+import { IntermissionError } from './errors.js';
+
+/** Source of the current time, injected everywhere so that tests never sleep. */
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+}
+
+export const SECOND = 1000;
+export const MINUTE = 60 * SECOND;
+export const HOUR = 60 * MINUTE;
+
+/**
+ * A time scale divides every protocol duration (notice, linger, settle) by `factor`, for demos and
+ * tests. Production runs with factor 1; nothing defaults to anything else.
+ */
+export interface TimeScale {
+  readonly factor: number;
+}
+
+export const REAL_TIME: TimeScale = Object.freeze({ factor: 1 });
+
+export function timeScale(factor: number): TimeScale {
+  if (!Number.isFinite(factor) || factor < 1 || factor > 100_000) {
+    throw new IntermissionError('INVALID_INPUT', `time scale must be a number from 1 to 100000, got ${factor}`);
+  }
+  return Object.freeze({ factor });
+}
+
+/** Scales a protocol duration. Never rounds a positive duration to zero. */
+export function scaled(ms: number, scale: TimeScale): number {
+  if (scale.factor === 1 || ms <= 0) return ms;
+  return Math.max(1, Math.round(ms / scale.factor));
+}
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
+const UNIT_MS = { ms: 1, s: SECOND, m: MINUTE, h: HOUR, d: 24 * HOUR } as const;
+
+/**
+ * Parses `250ms`, `30s`, `15m`, `2h`, `1d`, an ISO-8601 duration such as `PT5M`, or a bare number of
+ * seconds.
+ */
+export function parseDuration(text: string): number {
+  const trimmed = text.trim();
+  const iso = /^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/i.exec(trimmed);
+  if (iso && trimmed.length > 1 && !/T$/i.test(trimmed)) {
+    const [, d, h, m, s] = iso;
+    return Math.round(
+      Number(d ?? 0) * UNIT_MS.d + Number(h ?? 0) * HOUR + Number(m ?? 0) * MINUTE + Number(s ?? 0) * SECOND,
+    );
+  }
+  const match = DURATION_RE.exec(trimmed);
+  if (!match) {
+    throw new IntermissionError(
+      'INVALID_INPUT',
+      `cannot read duration ${JSON.stringify(text)}: use e.g. 500ms, 30s, 15m, 2h or PT15M`,
+    );
+  }
+  const unit = (match[2] ?? 's') as keyof typeof UNIT_MS;
+  return Math.round(Number(match[1]) * UNIT_MS[unit]);
+}
+
+/** Human form of a duration for operator output: 900000 → "15m", 1500 → "1.5s". */
+export function formatDuration(ms: number): string {
+  if (ms < 0) return `-${formatDuration(-ms)}`;
+  if (ms < SECOND) return `${Math.round(ms)}ms`;
+  if (ms < MINUTE) return `${+(ms / SECOND).toFixed(2)}s`;
+  if (ms < HOUR) {
+    const m = Math.floor(ms / MINUTE);
+    const s = Math.round((ms - m * MINUTE) / SECOND);
+    return s === 0 ? `${m}m` : `${m}m${s}s`;
+  }
+  const h = Math.floor(ms / HOUR);
+  const m = Math.round((ms - h * HOUR) / MINUTE);
+  return m === 0 ? `${h}h` : `${h}h${m}m`;
+}
+
+/** A settable clock for tests and simulations. */
+export class ManualClock implements Clock {
+  #now: number;
+  constructor(start: number = Date.UTC(2026, 0, 1)) {
+    this.#now = start;
+  }
+  now(): number {
+    return this.#now;
+  }
+  advance(ms: number): number {
+    if (ms < 0) throw new IntermissionError('INVALID_INPUT', 'a ManualClock only moves forward; use set() to jump');
+    this.#now += ms;
+    return this.#now;
+  }
+  /** Jumps to any time, backwards too (for clock-jump tests). */
+  set(ms: number): void {
+    this.#now = ms;
+  }
+}
