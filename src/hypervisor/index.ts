@@ -1,0 +1,8 @@
+/**
+ * Hypervisor drivers: the port a host agent uses ({@link HypervisorDriver}), its errors, the clock
+ * resynchronisation built on it, and the implementations (`sim/` now, `qemu/` later).
+ */
+export * from './driver.js';
+export * from './errors.js';
+export { resyncGuestClock, type ResyncGuestClockOptions } from './clock-sync.js';
+export * from './sim/index.js';
