@@ -5,3 +5,4 @@ export * from './time.js';
 export * from './fleet.js';
 export * from './events/notice.js';
 export * from './events/lifecycle.js';
+export * from './rollout/index.js';

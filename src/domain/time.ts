@@ -63,15 +63,19 @@ export function parseDuration(text: string): number {
 /** Human form of a duration for operator output: 900000 → "15m", 1500 → "1.5s". */
 export function formatDuration(ms: number): string {
   if (ms < 0) return `-${formatDuration(-ms)}`;
-  if (ms < SECOND) return `${Math.round(ms)}ms`;
-  if (ms < MINUTE) return `${+(ms / SECOND).toFixed(2)}s`;
-  if (ms < HOUR) {
-    const m = Math.floor(ms / MINUTE);
-    const s = Math.round((ms - m * MINUTE) / SECOND);
+  // Round first, then pick the unit: rounding must carry, never print "1000ms", "60s", "59m60s" or "1h60m".
+  if (Math.round(ms) < SECOND) return `${Math.round(ms)}ms`;
+  const seconds = +(ms / SECOND).toFixed(2);
+  if (seconds < 60) return `${seconds}s`;
+  const totalSeconds = Math.round(ms / SECOND);
+  if (totalSeconds < 3600) {
+    const m = Math.floor(totalSeconds / 60);
+    const s = totalSeconds % 60;
     return s === 0 ? `${m}m` : `${m}m${s}s`;
   }
-  const h = Math.floor(ms / HOUR);
-  const m = Math.round((ms - h * HOUR) / MINUTE);
+  const totalMinutes = Math.round(ms / MINUTE);
+  const h = Math.floor(totalMinutes / 60);
+  const m = totalMinutes % 60;
   return m === 0 ? `${h}h` : `${h}h${m}m`;
 }
 

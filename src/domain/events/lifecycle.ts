@@ -220,8 +220,12 @@ export class EventBook {
     const approved: MaintenanceEvent[] = [];
     const already: string[] = [];
     const unknown: string[] = [];
-    for (const rawId of new Set(eventIds)) {
+    // Ids are GUIDs, compared without regard to case: `abc…` and `ABC…` name one event, approved once.
+    const seen = new Set<string>();
+    for (const rawId of eventIds) {
       const id = rawId.toUpperCase();
+      if (seen.has(id)) continue;
+      seen.add(id);
       const event = this.#events.get(id);
       if (!event || scope === undefined || event.scope !== scope) {
         unknown.push(rawId);
