@@ -1,0 +1,146 @@
+import { IntermissionError } from '../../domain/index.js';
+import { PLAN_FORMAT_VERSION, type Plan } from '../../domain/rollout/index.js';
+import {
+  ROLLOUT_STATUSES,
+  STEP_STATUSES,
+  WAVE_PHASES,
+  type RolloutRecord,
+  type StepRecord,
+  type VmOperationRecord,
+} from '../rollout-store.js';
+import type { HostStepsTable, RolloutsTable, VmOperationsTable } from './schema.js';
+
+/** Engines may hand back bigint columns as strings (PostgreSQL) or numbers (SQLite). */
+function num(value: number | string | bigint): number {
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new IntermissionError('STORE_FAILURE', `stored number ${String(value)} is not finite`);
+  return n;
+}
+function numOrNull(value: number | string | bigint | null): number | null {
+  return value === null ? null : num(value);
+}
+function oneOf<T extends string>(allowed: readonly T[], value: string, what: string): T {
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new IntermissionError('STORE_FAILURE', `stored ${what} ${JSON.stringify(value)} is unknown to this version`);
+  }
+  return value as T;
+}
+
+/** Times and counts are whole milliseconds in storage; measured clocks may carry fractions. */
+function int(value: number): number {
+  return Math.round(value);
+}
+function intOrNull(value: number | null): number | null {
+  return value === null ? null : Math.round(value);
+}
+
+/** Rollout rows without the plan: the plan is decoded once per rollout and cached by the store. */
+export type RolloutRowHead = Omit<RolloutsTable, 'plan'>;
+
+export function encodeRollout(r: RolloutRecord): RolloutsTable {
+  return { ...encodeRolloutHead(r), plan: JSON.stringify(r.plan) };
+}
+
+export function encodeRolloutHead(r: RolloutRecord): RolloutRowHead {
+  return {
+    id: r.id,
+    status: r.status,
+    reason: r.reason,
+    created_at: int(r.createdAt),
+    updated_at: int(r.updatedAt),
+    wave: r.wave,
+    wave_phase: r.wavePhase,
+    wave_published_at: intOrNull(r.wavePublishedAt),
+    settle_until: intOrNull(r.settleUntil),
+    failed_hosts: r.failedHosts,
+  };
+}
+
+export function decodePlan(text: string): Plan {
+  const plan = JSON.parse(text) as { formatVersion?: unknown };
+  if (plan.formatVersion !== PLAN_FORMAT_VERSION) {
+    throw new IntermissionError(
+      'STORE_FAILURE',
+      `stored plan has format ${String(plan.formatVersion)}; this version reads ${PLAN_FORMAT_VERSION}`,
+    );
+  }
+  return plan as Plan;
+}
+
+export function decodeRollout(row: RolloutRowHead, plan: Plan): RolloutRecord {
+  return {
+    id: row.id,
+    plan,
+    status: oneOf(ROLLOUT_STATUSES, row.status, 'rollout status'),
+    reason: row.reason,
+    createdAt: num(row.created_at),
+    updatedAt: num(row.updated_at),
+    wave: num(row.wave),
+    wavePhase: oneOf(WAVE_PHASES, row.wave_phase, 'wave phase'),
+    wavePublishedAt: numOrNull(row.wave_published_at),
+    settleUntil: numOrNull(row.settle_until),
+    failedHosts: num(row.failed_hosts),
+  };
+}
+
+export function encodeStep(s: StepRecord): HostStepsTable {
+  return {
+    id: s.id,
+    rollout_id: s.rolloutId,
+    wave: s.wave,
+    batch: s.batch,
+    host: s.host,
+    status: s.status,
+    dispatched_at: intOrNull(s.dispatchedAt),
+    finished_at: intOrNull(s.finishedAt),
+    result: s.result === null || s.result === undefined ? null : JSON.stringify(s.result),
+    error: s.error,
+  };
+}
+
+export function decodeStep(row: HostStepsTable): StepRecord {
+  return {
+    id: row.id,
+    rolloutId: row.rollout_id,
+    wave: num(row.wave),
+    batch: num(row.batch),
+    host: row.host,
+    status: oneOf(STEP_STATUSES, row.status, 'step status'),
+    dispatchedAt: numOrNull(row.dispatched_at),
+    finishedAt: numOrNull(row.finished_at),
+    result: row.result === null ? null : (JSON.parse(row.result) as unknown),
+    error: row.error,
+  };
+}
+
+export function encodeOperation(o: VmOperationRecord): VmOperationsTable {
+  return {
+    rollout_id: o.rolloutId,
+    step_id: o.stepId,
+    vm: o.vm,
+    host: o.host,
+    path: o.path,
+    outcome: o.outcome,
+    pause_ms: o.pauseMs,
+    pause_budget_ms: int(o.pauseBudgetMs),
+    clock_offset_ms: o.clockOffsetMs,
+    clock_residual_ms: o.clockResidualMs,
+    at: int(o.at),
+  };
+}
+
+export function decodeOperation(row: VmOperationsTable): VmOperationRecord {
+  return {
+    rolloutId: row.rollout_id,
+    stepId: row.step_id,
+    vm: row.vm,
+    host: row.host,
+    path: row.path,
+    outcome: row.outcome,
+    pauseMs: numOrNull(row.pause_ms),
+    pauseBudgetMs: num(row.pause_budget_ms),
+    clockOffsetMs: numOrNull(row.clock_offset_ms),
+    clockResidualMs: numOrNull(row.clock_residual_ms),
+    at: num(row.at),
+  };
+}

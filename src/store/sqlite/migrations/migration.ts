@@ -1,0 +1,13 @@
+/**
+ * One numbered, forward-only schema change of the SQLite store. Migrations are data: reviewable SQL,
+ * run in version order, each in its own transaction, and recorded in `intermission_migrations`. A
+ * released migration is never edited; a change is a new migration.
+ */
+export interface SqliteMigration {
+  /** 1, 2, 3…: consecutive, and the number in the file name. */
+  readonly version: number;
+  /** Short kebab-case name, the rest of the file name; checked against the database on open. */
+  readonly name: string;
+  /** One SQL statement each (the driver compiles one at a time), run in order. */
+  readonly statements: readonly string[];
+}
