@@ -1,0 +1,65 @@
+import { Hono } from 'hono';
+import { timingSafeEqual } from 'node:crypto';
+import { IntermissionError, coerceError } from '../domain/index.js';
+import type { HostAgent } from './host-agent.js';
+import { AGENT_PROTOCOL_VERSION, hostStepRequestSchema, type AgentHealth } from './protocol.js';
+
+export interface AgentAppOptions {
+  readonly agent: HostAgent;
+  /** Shared secret the controller presents as `Authorization: Bearer <token>`. */
+  readonly token: string;
+}
+
+function sameToken(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** The host agent's HTTP API (protocol version 1) as a fetch handler. */
+export function createAgentApp({ agent, token }: AgentAppOptions): Hono {
+  const app = new Hono();
+  app.onError((error, c) => {
+    const e =
+      error instanceof SyntaxError
+        ? new IntermissionError('INVALID_INPUT', `body is not JSON: ${error.message}`)
+        : coerceError(error);
+    return c.json({ error: { code: e.code, message: e.message, retryable: e.retryable } }, e.status as 400);
+  });
+  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.use('*', async (c, next) => {
+    const presented = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '')?.[1]?.trim() ?? '';
+    if (!sameToken(presented, token))
+      throw new IntermissionError('UNAUTHORIZED', 'agent API needs the controller token');
+    await next();
+  });
+
+  app.get('/v1/health', (c) =>
+    c.json({
+      host: agent.host,
+      protocol: AGENT_PROTOCOL_VERSION,
+      now: Date.now(),
+      stepsRunning: agent.stepsRunning,
+    } satisfies AgentHealth),
+  );
+  app.get('/v1/vms', async (c) => c.json({ vms: await agent.vms() }));
+  app.put('/v1/steps/:id', async (c) => {
+    const parsed = hostStepRequestSchema.safeParse(await c.req.json());
+    if (!parsed.success) {
+      throw new IntermissionError(
+        'INVALID_INPUT',
+        parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+      );
+    }
+    if (parsed.data.stepId !== c.req.param('id'))
+      throw new IntermissionError('INVALID_INPUT', 'step id in path and body differ');
+    const status = await agent.submit(parsed.data);
+    return c.json(status, status.status === 'running' ? 202 : 200);
+  });
+  app.get('/v1/steps/:id', (c) => {
+    const status = agent.status(c.req.param('id'));
+    if (!status) throw new IntermissionError('NOT_FOUND', `agent of ${agent.host} has no step ${c.req.param('id')}`);
+    return c.json(status);
+  });
+  return app;
+}

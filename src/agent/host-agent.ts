@@ -1,0 +1,435 @@
+import { EventEmitter } from 'node:events';
+import { isDeepStrictEqual } from 'node:util';
+import { IntermissionError, coerceError } from '../domain/index.js';
+import type { VmCapabilities } from '../domain/rollout/index.js';
+import type { HypervisorDriver } from '../hypervisor/index.js';
+import type { SimTime } from '../hypervisor/sim/index.js';
+import type { AgentJournal } from './journal.js';
+import type { AgentVm, HostStepRequest, HostStepStatus, VmInStep, VmStepResult } from './protocol.js';
+
+/** What a host agent announces; logs, metrics and tests subscribe. */
+export interface AgentEventMap {
+  'agent:step:start': [request: HostStepRequest];
+  'agent:step:end': [status: HostStepStatus];
+  /** A VM was resumed by its lease because the step did not resume it in time. */
+  'agent:lease:expired': [info: { host: string; vm: string; pausedAt: number; resumedAt: number }];
+  /** A VM found paused at start-up (an interrupted step) was resumed. */
+  'agent:adopt:resumed': [info: { host: string; vm: string }];
+  'agent:error': [error: IntermissionError];
+}
+
+export interface HostAgentOptions {
+  readonly driver: HypervisorDriver;
+  readonly journal: AgentJournal;
+  /** Clock and sleeper: the wall clock in production, virtual time in tests and simulations. */
+  readonly time: SimTime;
+  /**
+   * How long before the end of a VM's pause budget its lease resumes it, covering the resume
+   * itself. Default 1 s, at most a quarter of the budget.
+   */
+  readonly leaseMarginMs?: number;
+}
+
+/** Longest a host-side apply of a step without paused VMs may run before it counts as hung. */
+const UNPAUSED_APPLY_TIMEOUT_MS = 30 * 60_000;
+/** Pause between attempts to resume a VM whose resume failed. */
+const RESUME_RETRY_MS = 50;
+
+/**
+ * The agent of one host: runs host steps through its hypervisor driver, remembers them in its
+ * journal, and holds the resume lease of every VM it pauses: whatever happens to the update, a
+ * paused VM is resumed before its pause budget runs out (invariant 1).
+ */
+export class HostAgent extends EventEmitter<AgentEventMap> {
+  readonly host: string;
+  readonly #driver: HypervisorDriver;
+  readonly #journal: AgentJournal;
+  readonly #time: SimTime;
+  readonly #leaseMarginMs: number;
+  readonly #running = new Map<string, Promise<void>>();
+  #closed = false;
+
+  private constructor(options: HostAgentOptions) {
+    super();
+    this.host = options.driver.host;
+    this.#driver = options.driver;
+    this.#journal = options.journal;
+    this.#time = options.time;
+    this.#leaseMarginMs = options.leaseMarginMs ?? 1000;
+  }
+
+  /**
+   * Starts an agent. Steps the journal shows as running were interrupted by a restart: their paused
+   * VMs are resumed at once and the steps recorded as failed, so that they are never run twice.
+   */
+  static async start(options: HostAgentOptions): Promise<HostAgent> {
+    const agent = new HostAgent(options);
+    await agent.#adopt();
+    return agent;
+  }
+
+  get journal(): AgentJournal {
+    return this.#journal;
+  }
+
+  /** Steps under way in this process. */
+  get stepsRunning(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Accepts a host step. The same step id with the same request answers the recorded status (a
+   * retry); with a different request it is a CONFLICT. The step runs in the background.
+   */
+  async submit(request: HostStepRequest): Promise<HostStepStatus> {
+    if (this.#closed) throw new IntermissionError('UNREACHABLE', `agent of ${this.host} is shutting down`);
+    if (request.host !== this.host) {
+      throw new IntermissionError(
+        'INVALID_INPUT',
+        `step ${request.stepId} is for host ${request.host}, this is ${this.host}`,
+      );
+    }
+    const known = this.#journal.get(request.stepId);
+    if (known) {
+      if (!isDeepStrictEqual(known.request, request)) {
+        throw new IntermissionError('CONFLICT', `step ${request.stepId} was already submitted with other contents`);
+      }
+      return known.status;
+    }
+    const status: HostStepStatus = {
+      stepId: request.stepId,
+      host: this.host,
+      status: 'running',
+      startedAt: this.#time.now(),
+      finishedAt: null,
+      vms: [],
+      error: null,
+    };
+    await this.#journal.put({ request, status });
+    const run = this.#run(request, status)
+      .catch((error: unknown) => {
+        this.emit('agent:error', coerceError(error));
+      })
+      .finally(() => this.#running.delete(request.stepId));
+    this.#running.set(request.stepId, run);
+    return status;
+  }
+
+  /** The recorded status of a step, or undefined when this agent never saw it. */
+  status(stepId: string): HostStepStatus | undefined {
+    return this.#journal.get(stepId)?.status;
+  }
+
+  /** The host's VMs with their state and capability facts (for the planner and health gates). */
+  async vms(): Promise<AgentVm[]> {
+    const infos = await this.#driver.listVms();
+    return Promise.all(
+      infos.map(async (info) => ({
+        name: info.name,
+        state: info.state,
+        vmmVersion: info.vmmVersion,
+        pausedSince: info.pausedSince,
+        capabilities: toWireCapabilities(await this.#driver.vmCapabilities({ vm: info.name }).catch(() => ({}))),
+      })),
+    );
+  }
+
+  /** Waits for steps under way (their leases bound how long), then closes the driver. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all(this.#running.values());
+    await this.#driver.close();
+  }
+
+  async #adopt(): Promise<void> {
+    const interrupted = this.#journal.entries().filter((e) => e.status.status === 'running');
+    const vms = await this.#driver.listVms();
+    for (const vm of vms.filter((v) => v.state === 'paused')) {
+      await this.#driver.resume({ vm: vm.name });
+      this.emit('agent:adopt:resumed', { host: this.host, vm: vm.name });
+    }
+    for (const entry of interrupted) {
+      await this.#journal.put({
+        request: entry.request,
+        status: {
+          ...entry.status,
+          status: 'failed',
+          finishedAt: this.#time.now(),
+          error: { code: 'UNREACHABLE', message: 'the agent restarted while the step ran; paused VMs were resumed' },
+        },
+      });
+    }
+  }
+
+  async #run(request: HostStepRequest, initial: HostStepStatus): Promise<void> {
+    this.emit('agent:step:start', request);
+    const results = new Map<string, VmStepResult>(request.vms.map((vm) => [vm.name, blankResult(vm)]));
+    let stepError: { code: string; message: string } | null = null;
+    try {
+      await this.#execute(request, results);
+    } catch (error) {
+      const e = coerceError(error);
+      stepError = { code: e.code, message: e.message };
+    }
+    const vms = [...results.values()];
+    const failed = stepError !== null || vms.some((v) => v.outcome === 'failed' || v.outcome === 'lease-resumed');
+    const status: HostStepStatus = {
+      ...initial,
+      status: failed ? 'failed' : 'succeeded',
+      finishedAt: this.#time.now(),
+      vms,
+      error: stepError ?? (failed ? { code: 'INTERNAL', message: 'one or more VMs failed; see vms' } : null),
+    };
+    await this.#journal.put({ request, status });
+    this.emit('agent:step:end', status);
+  }
+
+  async #execute(request: HostStepRequest, results: Map<string, VmStepResult>): Promise<void> {
+    const update = {
+      id: request.update.id,
+      kind: request.update.kind,
+      expectedApplyMs: request.update.expectedApplyMs,
+    };
+    const byPath = (path: VmInStep['path']): VmInStep[] => request.vms.filter((v) => v.path === path);
+    const restart = async (vms: readonly VmInStep[]): Promise<void> => {
+      for (const vm of vms) {
+        await this.#vmOp(results, vm, async () => {
+          await this.#driver.reboot({
+            vm: vm.name,
+            ...(request.update.targetVmmVersion ? { targetVersion: request.update.targetVmmVersion } : {}),
+          });
+          return { outcome: 'ok' };
+        });
+      }
+    };
+    const applyUnpaused = async (): Promise<void> => {
+      await this.#driver.applyHostUpdate({ update, deadline: this.#time.now() + UNPAUSED_APPLY_TIMEOUT_MS });
+    };
+
+    switch (request.kind) {
+      case 'hot-patch':
+        await applyUnpaused();
+        return;
+      case 'reboot':
+        // The host restarts: every VM restarts with it, on the updated host.
+        await applyUnpaused();
+        await restart(request.vms);
+        return;
+      case 'redeploy':
+        // The VMs leave first (restarted, as on a new host), then the host is updated.
+        await restart(request.vms);
+        await applyUnpaused();
+        return;
+      case 'migrate-in-place': {
+        // One VM at a time: each pause is only that VM's own switch-over to the new VMM process.
+        for (const vm of byPath('in-place-migration')) {
+          await this.#vmOp(results, vm, async () => {
+            const started = this.#time.now();
+            const swap = await this.#driver.swapVmm({
+              vm: vm.name,
+              targetVersion: request.update.targetVmmVersion ?? `${update.id}`,
+              deadline: started + vm.pauseBudgetMs - this.#margin(vm),
+            });
+            const clock = await this.#resync(vm.name, request.maxClockResidualMs);
+            return {
+              outcome: 'ok',
+              pausedAt: swap.startedAt,
+              resumedAt: swap.completedAt,
+              pauseMs: swap.downtimeMs,
+              ...clock,
+            };
+          });
+        }
+        await restart([...byPath('reboot'), ...byPath('redeploy')]);
+        return;
+      }
+      case 'freeze-apply-resume':
+        await restart(byPath('redeploy'));
+        await this.#freezeApplyResume(request, byPath('pause'), results);
+        await restart(byPath('reboot'));
+        return;
+    }
+  }
+
+  /**
+   * Pauses the VMs under their leases, applies the update while they are paused, resumes them and
+   * resynchronises their clocks. A lease that runs out resumes its VM, aborts the apply, and fails
+   * the step with PAUSE_BUDGET_EXCEEDED.
+   */
+  async #freezeApplyResume(
+    request: HostStepRequest,
+    vms: readonly VmInStep[],
+    results: Map<string, VmStepResult>,
+  ): Promise<void> {
+    if (vms.length === 0) {
+      await this.#driver.applyHostUpdate({
+        update: { id: request.update.id, kind: request.update.kind, expectedApplyMs: request.update.expectedApplyMs },
+        deadline: this.#time.now() + UNPAUSED_APPLY_TIMEOUT_MS,
+      });
+      return;
+    }
+    const applyAbort = new AbortController();
+    const leases = new Map<string, { deadline: number; stop: AbortController; done: Promise<void> }>();
+    const paused: VmInStep[] = [];
+    try {
+      for (const vm of vms) {
+        const ok = await this.#vmOp(results, vm, async () => {
+          const { pausedAt } = await this.#driver.pause({ vm: vm.name });
+          const deadline = pausedAt + vm.pauseBudgetMs - this.#margin(vm);
+          const stop = new AbortController();
+          const done = this.#time.sleep(Math.max(0, deadline - this.#time.now()), { signal: stop.signal }).then(
+            async () => {
+              // The budget is running out: resume regardless of the update, then stop the update.
+              const { resumedAt } = await this.#resumeRetrying(vm.name, deadline + this.#margin(vm));
+              const r = results.get(vm.name);
+              if (r) {
+                results.set(vm.name, {
+                  ...r,
+                  outcome: 'lease-resumed',
+                  resumedAt,
+                  pauseMs: resumedAt - pausedAt,
+                  error: {
+                    code: 'PAUSE_BUDGET_EXCEEDED',
+                    message: `resumed by its lease after ${resumedAt - pausedAt} ms`,
+                  },
+                });
+              }
+              this.emit('agent:lease:expired', { host: this.host, vm: vm.name, pausedAt, resumedAt });
+              applyAbort.abort(
+                new IntermissionError('PAUSE_BUDGET_EXCEEDED', `the pause budget of ${vm.name} ran out`),
+              );
+            },
+            () => undefined,
+          );
+          leases.set(vm.name, { deadline, stop, done });
+          paused.push(vm);
+          return { outcome: 'ok', pausedAt };
+        });
+        if (!ok) break;
+      }
+      if (paused.length === vms.length) {
+        const deadline = Math.min(...[...leases.values()].map((l) => l.deadline));
+        await this.#driver.applyHostUpdate({
+          update: { id: request.update.id, kind: request.update.kind, expectedApplyMs: request.update.expectedApplyMs },
+          deadline,
+          signal: applyAbort.signal,
+        });
+      }
+    } finally {
+      // Resume everything still paused, in order, whatever happened above. A lease is only called
+      // off once its VM is known to run again; otherwise it stays armed and tries at its deadline.
+      for (const vm of paused) {
+        const lease = leases.get(vm.name);
+        if (!lease) continue;
+        if (results.get(vm.name)?.outcome !== 'lease-resumed') {
+          const pausedAt = results.get(vm.name)?.pausedAt ?? null;
+          const resumed = await this.#vmOp(results, vm, async () => {
+            const { resumedAt } = await this.#resumeRetrying(vm.name, lease.deadline);
+            const since = pausedAt ?? resumedAt;
+            return { outcome: 'ok', pausedAt: since, resumedAt, pauseMs: resumedAt - since };
+          });
+          if (resumed && results.get(vm.name)?.outcome !== 'lease-resumed') lease.stop.abort();
+        } else {
+          lease.stop.abort();
+        }
+        await lease.done;
+      }
+    }
+    for (const vm of paused) {
+      if (results.get(vm.name)?.outcome !== 'ok') continue;
+      await this.#vmOp(results, vm, async () => ({
+        outcome: 'ok',
+        ...(await this.#resync(vm.name, request.maxClockResidualMs)),
+      }));
+    }
+  }
+
+  /** Resynchronises a VM's clock; tries once more when the residual is above the bound. */
+  async #resync(
+    vm: string,
+    maxResidualMs: number,
+  ): Promise<Pick<VmStepResult, 'clockOffsetMs' | 'clockResidualMs' | 'clockRoundTripMs'>> {
+    if (!this.#driver.capabilities.guestClock)
+      return { clockOffsetMs: null, clockResidualMs: null, clockRoundTripMs: null };
+    const first = await this.#driver.resyncClock({ vm });
+    const last = Math.abs(first.residualMs) > maxResidualMs ? await this.#driver.resyncClock({ vm }) : first;
+    return {
+      clockOffsetMs: first.offsetBeforeMs,
+      clockResidualMs: last.residualMs,
+      clockRoundTripMs: last.roundTripMs,
+    };
+  }
+
+  /**
+   * Resumes a VM, trying again every 50 ms until it runs or `until` has passed. A resume that
+   * fails once (a busy monitor, a transient error) must not leave a VM paused.
+   */
+  async #resumeRetrying(vm: string, until: number): Promise<{ resumedAt: number }> {
+    for (;;) {
+      try {
+        return await this.#driver.resume({ vm });
+      } catch (error) {
+        if (this.#time.now() >= until) throw error;
+        await this.#time.sleep(Math.min(RESUME_RETRY_MS, Math.max(1, until - this.#time.now())));
+      }
+    }
+  }
+
+  #margin(vm: VmInStep): number {
+    return Math.min(this.#leaseMarginMs, vm.pauseBudgetMs / 4);
+  }
+
+  /** Runs one VM operation, merging what it measured into the VM's result; false when it failed. */
+  async #vmOp(
+    results: Map<string, VmStepResult>,
+    vm: VmInStep,
+    op: () => Promise<Partial<VmStepResult> & Pick<VmStepResult, 'outcome'>>,
+  ): Promise<boolean> {
+    const before = results.get(vm.name) ?? blankResult(vm);
+    try {
+      const measured = await op();
+      const current = results.get(vm.name) ?? before;
+      results.set(vm.name, {
+        ...current,
+        ...measured,
+        outcome: current.outcome === 'lease-resumed' ? current.outcome : measured.outcome,
+      });
+      return true;
+    } catch (error) {
+      const e = coerceError(error);
+      const current = results.get(vm.name) ?? before;
+      results.set(vm.name, {
+        ...current,
+        outcome: current.outcome === 'lease-resumed' ? current.outcome : 'failed',
+        error: { code: e.code, message: e.message },
+      });
+      return false;
+    }
+  }
+}
+
+function blankResult(vm: VmInStep): VmStepResult {
+  return {
+    name: vm.name,
+    path: vm.path,
+    outcome: vm.path === 'none' ? 'skipped' : 'ok',
+    pausedAt: null,
+    resumedAt: null,
+    pauseMs: null,
+    pauseBudgetMs: vm.pauseBudgetMs,
+    clockOffsetMs: null,
+    clockResidualMs: null,
+    clockRoundTripMs: null,
+    error: null,
+  };
+}
+
+/** Capability facts as sent over the wire (arrays copied out of their readonly form). */
+function toWireCapabilities(c: VmCapabilities): AgentVm['capabilities'] {
+  return {
+    ...(c.sharedMemory === undefined ? {} : { sharedMemory: c.sharedMemory }),
+    ...(c.migratableDevices === undefined ? {} : { migratableDevices: c.migratableDevices }),
+    ...(c.blockingDevices === undefined ? {} : { blockingDevices: [...c.blockingDevices] }),
+    ...(c.guestAgent === undefined ? {} : { guestAgent: c.guestAgent }),
+  };
+}

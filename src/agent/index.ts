@@ -1,0 +1,6 @@
+/** The host agent: runs host steps through a hypervisor driver and holds the resume leases. */
+export * from './protocol.js';
+export * from './journal.js';
+export * from './host-agent.js';
+export * from './app.js';
+export * from './client.js';

@@ -1,0 +1,149 @@
+import type { Command } from 'commander';
+import { fileURLToPath } from 'node:url';
+import { IntermissionError, parseDuration, timeScale, type EventTimingOptions } from '../../domain/index.js';
+import { formatAddress, httpUrl, parseAddress } from '../../service/address.js';
+import { loadFleetFile } from '../../service/fleet-file.js';
+import { createLogger } from '../../service/logging.js';
+import { startSimHosts } from '../../service/sim-hosts.js';
+import { startMetadataRuntime, type MetadataBinding, type MetadataRuntime } from '../../service/metadata-runtime.js';
+import type { Output } from '../output.js';
+
+/** The demo fleet shipped with the package. */
+export const DEMO_FLEET = fileURLToPath(new URL('../../../examples/demo-fleet.yaml', import.meta.url));
+
+interface TimingFlags {
+  timeScale?: string;
+  linger?: string;
+  terminateNotice?: string;
+  logLevel?: string;
+}
+
+function timingFrom(flags: TimingFlags): EventTimingOptions {
+  return {
+    ...(flags.timeScale === undefined ? {} : { scale: timeScale(Number(flags.timeScale)) }),
+    ...(flags.linger === undefined ? {} : { lingerMs: parseDuration(flags.linger) }),
+    ...(flags.terminateNotice === undefined ? {} : { terminateNoticeMs: parseDuration(flags.terminateNotice) }),
+  };
+}
+
+function timingOptions(cmd: Command): Command {
+  return cmd
+    .option('--time-scale <n>', 'divide every notice and linger by n, for demos and tests (production: 1)')
+    .option('--linger <duration>', 'how long a finished event stays listed as Started', '5m')
+    .option('--terminate-notice <duration>', 'the Terminate notice (scale-set notBeforeTimeout), 5m to 15m', '5m')
+    .option('--log-level <level>', 'fatal | error | warn | info | debug', 'info');
+}
+
+function parseBinding(text: string): MetadataBinding {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new IntermissionError('INVALID_INPUT', `--bind wants <vm>=<address>, got ${JSON.stringify(text)}`);
+  return { vm: text.slice(0, eq), address: parseAddress(text.slice(eq + 1)) };
+}
+
+/** Resolves when SIGINT or SIGTERM arrives. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const done = (signal: NodeJS.Signals): void => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve(signal);
+    };
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}
+
+async function runUntilSignal(runtime: MetadataRuntime, output: Output): Promise<void> {
+  const signal = await untilSignal();
+  output.err(`${signal}: shutting down`);
+  await runtime.close();
+}
+
+export function registerServeCommands(program: Command, output: Output): void {
+  timingOptions(
+    program
+      .command('serve-metadata')
+      .description('serve the Scheduled Events metadata service for a fleet file, one listener per VM')
+      .requiredOption('--fleet <file>', 'fleet file (YAML or JSON)')
+      .option('--state <dir>', 'state directory (SQLite store, tokens, control.json)', '.intermission')
+      .option(
+        '--bind <vm=address...>',
+        'a VM and where it reaches the service: host:port or unix:/path (repeat per VM)',
+      )
+      .option('--control <address>', 'control API address (host:port or unix:/path)', '127.0.0.1:7480'),
+  ).action(async (flags: TimingFlags & { fleet: string; state: string; bind?: string[]; control: string }) => {
+    const bindings = (flags.bind ?? []).map(parseBinding);
+    if (bindings.length === 0) throw new IntermissionError('INVALID_INPUT', 'give at least one --bind <vm>=<address>');
+    const runtime = await startMetadataRuntime({
+      fleet: await loadFleetFile(flags.fleet),
+      stateDir: flags.state,
+      bindings,
+      control: parseAddress(flags.control),
+      timing: timingFrom(flags),
+      logger: createLogger(flags.logLevel),
+    });
+    for (const m of runtime.metadata) output.out(`metadata listening vm=${m.vm} address=${formatAddress(m.address)}`);
+    output.out(`control listening address=${formatAddress(runtime.control)}`);
+    await runUntilSignal(runtime, output);
+  });
+
+  timingOptions(
+    program
+      .command('up')
+      .description(
+        'start the embedded default: a fleet with a metadata listener per VM and the control API, one process',
+      )
+      .option('--fleet <file>', 'fleet file (default: the demo fleet)', DEMO_FLEET)
+      .option('--state <dir>', 'state directory', '.intermission')
+      .option('--host <host>', 'interface for every listener', '127.0.0.1')
+      .option('--control-port <port>', 'control API port', '7480')
+      .option('--metadata-port <port>', 'first metadata port; VM n gets port+n', '7500'),
+  ).action(
+    async (
+      flags: TimingFlags & { fleet: string; state: string; host: string; controlPort: string; metadataPort: string },
+    ) => {
+      const fleet = await loadFleetFile(flags.fleet);
+      const base = Number(flags.metadataPort);
+      if (!Number.isInteger(base) || base < 1 || base + fleet.vms.length > 65535) {
+        throw new IntermissionError(
+          'INVALID_INPUT',
+          `--metadata-port ${flags.metadataPort} leaves no room for ${fleet.vms.length} VMs`,
+        );
+      }
+      const bindings = fleet.vms.map((vm, i) => ({ vm: vm.name, address: { host: flags.host, port: base + i } }));
+      const runtime = await startMetadataRuntime({
+        fleet,
+        stateDir: flags.state,
+        hosts: ({ stateDir }) => startSimHosts({ fleet, stateDir }),
+        bindings,
+        control: parseAddress(`${flags.host}:${flags.controlPort}`),
+        timing: timingFrom(flags),
+        logger: createLogger(flags.logLevel),
+      });
+      const scale = runtime.service.timing.scale.factor;
+      const first = runtime.metadata[0];
+      output.out(
+        [
+          `Intermission is up: ${fleet.hosts.length} hosts, ${fleet.availabilitySets.length} availability sets, ${fleet.vms.length} VMs${scale === 1 ? '' : `, time scale ${scale}x (demo)`}.`,
+          `control API   ${httpUrl(runtime.control)}  (token in ${runtime.controlFile})`,
+          ...runtime.metadata.map(
+            (m) => `metadata      ${m.vm.padEnd(12)} ${httpUrl(m.address)}/metadata/scheduledevents`,
+          ),
+          '',
+          'Try:',
+          ...(first
+            ? [
+                `  curl -s -H 'Metadata: true' '${httpUrl(first.address)}/metadata/scheduledevents?api-version=2020-07-01'`,
+                `  npx intermission events schedule --state ${flags.state} --vm ${first.vm} --type Freeze`,
+                `  npx intermission events list --state ${flags.state}`,
+                `  npx intermission plan  --state ${flags.state} --id patch-1 --kind host-patch --apply-time 3s`,
+                `  npx intermission apply --state ${flags.state} --id patch-1 --kind host-patch --apply-time 3s --wait`,
+              ]
+            : []),
+          'Stop with Ctrl-C.',
+        ].join('\n'),
+      );
+      await runUntilSignal(runtime, output);
+    },
+  );
+}

@@ -1,0 +1,480 @@
+import { EventEmitter } from 'node:events';
+import { IntermissionError, coerceError, type Clock, type MaintenanceEvent } from '../domain/index.js';
+import { nextWindowStart, type HostStep, type Plan, type Wave } from '../domain/rollout/index.js';
+import type { AgentClient, HostStepRequest, HostStepStatus } from '../agent/index.js';
+import type { EventService } from '../service/event-service.js';
+import type { RolloutRecord, RolloutStore, StepRecord, VmOperationRecord } from '../store/rollout-store.js';
+
+/** What the executor announces; the log, metrics and the dashboard subscribe. */
+export interface ExecutorEventMap {
+  'rollout:created': [rollout: RolloutRecord];
+  'rollout:wave:published': [info: { rollout: string; wave: number; events: number }];
+  'rollout:step:dispatched': [step: StepRecord];
+  'rollout:step:finished': [step: StepRecord, status: HostStepStatus];
+  'rollout:wave:settled': [info: { rollout: string; wave: number; failedHosts: number }];
+  'rollout:status': [rollout: RolloutRecord];
+  'rollout:error': [info: { rollout: string; error: IntermissionError }];
+}
+
+export interface ExecutorOptions {
+  readonly store: RolloutStore;
+  readonly events: EventService;
+  /** The agent of a host. */
+  readonly agent: (host: string) => AgentClient;
+  readonly clock: Clock;
+  /** A resynchronised clock further off than this fails the health gate. Default 250 ms. */
+  readonly maxClockResidualMs?: number;
+  /**
+   * How long after its host step a VM that polled Scheduled Events before the wave has to poll
+   * again before the health gate fails it. Default 30 s.
+   */
+  readonly pollGraceMs?: number;
+}
+
+/** Steps are named `<rollout>/w<wave>/<host>`: stable, so a restarted controller sends the same id. */
+export function stepIdOf(rolloutId: string, step: Pick<HostStep, 'wave' | 'host'>): string {
+  return `${rolloutId}/w${step.wave}/${step.host}`;
+}
+
+const FINISHED = new Set(['succeeded', 'failed']);
+
+/**
+ * Applies rollout plans: publishes each wave's events, dispatches a host step once every event of
+ * its VMs is due (approved, or NotBefore passed), records what the agents measured, checks the
+ * wave's health, and goes on to the next wave after the settle time. Every decision is made in
+ * {@link reconcileOnce} from durable state, so a restarted controller continues where the last one
+ * stopped: a step marked dispatched is asked for again under the same id (the agent answers from
+ * its journal instead of running it twice), and events have ids derived from the plan.
+ */
+export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
+  readonly #store: RolloutStore;
+  readonly #events: EventService;
+  readonly #agent: (host: string) => AgentClient;
+  readonly #clock: Clock;
+  readonly #maxResidualMs: number;
+  readonly #pollGraceMs: number;
+  #reconciling: Promise<void> | undefined;
+
+  constructor(options: ExecutorOptions) {
+    super();
+    this.#store = options.store;
+    this.#events = options.events;
+    this.#agent = options.agent;
+    this.#clock = options.clock;
+    this.#maxResidualMs = options.maxClockResidualMs ?? 250;
+    this.#pollGraceMs = options.pollGraceMs ?? 30_000;
+  }
+
+  /** Stores a plan as a new running rollout with all its steps pending. */
+  async create(plan: Plan): Promise<RolloutRecord> {
+    if (plan.waves.length === 0)
+      throw new IntermissionError('INVALID_INPUT', `plan ${plan.id} has no waves: nothing to do`);
+    const now = this.#clock.now();
+    const rollout: RolloutRecord = {
+      id: plan.id,
+      plan,
+      status: 'running',
+      reason: null,
+      createdAt: now,
+      updatedAt: now,
+      wave: 0,
+      wavePhase: 'pending',
+      wavePublishedAt: null,
+      settleUntil: null,
+      failedHosts: 0,
+    };
+    const steps: StepRecord[] = plan.waves.flatMap((w) =>
+      w.batches.flatMap((b) =>
+        b.steps.map((s) => ({
+          id: stepIdOf(plan.id, s),
+          rolloutId: plan.id,
+          wave: s.wave,
+          batch: s.batch,
+          host: s.host,
+          status: 'pending' as const,
+          dispatchedAt: null,
+          finishedAt: null,
+          result: null,
+          error: null,
+        })),
+      ),
+    );
+    await this.#store.createRollout(rollout, steps);
+    this.emit('rollout:created', rollout);
+    return rollout;
+  }
+
+  /** Stops dispatching new host steps; steps under way finish. */
+  pause(id: string): Promise<RolloutRecord> {
+    return this.#setStatus(id, ['running'], 'paused', 'paused by the operator');
+  }
+
+  resume(id: string): Promise<RolloutRecord> {
+    return this.#setStatus(id, ['paused'], 'running', null);
+  }
+
+  /**
+   * Cancels: Scheduled events of the current wave are withdrawn, no further step is dispatched,
+   * steps under way finish (their VMs are resumed by them or by their leases).
+   */
+  async cancel(id: string): Promise<RolloutRecord> {
+    const rollout = await this.#setStatus(
+      id,
+      ['running', 'paused', 'halted'],
+      'cancelled',
+      'cancelled by the operator',
+    );
+    await this.#withdrawScheduled(rollout);
+    return rollout;
+  }
+
+  /** One pass over every active rollout. Concurrent calls share one pass. */
+  reconcileOnce(): Promise<void> {
+    this.#reconciling ??= this.#reconcileAll().finally(() => {
+      this.#reconciling = undefined;
+    });
+    return this.#reconciling;
+  }
+
+  async #reconcileAll(): Promise<void> {
+    for (const rollout of await this.#store.listRollouts({ active: true })) {
+      try {
+        await this.#reconcile(rollout);
+      } catch (error) {
+        this.emit('rollout:error', { rollout: rollout.id, error: coerceError(error) });
+      }
+    }
+  }
+
+  async #reconcile(initial: RolloutRecord): Promise<void> {
+    let rollout = initial;
+    const wave = rollout.plan.waves[rollout.wave];
+    if (!wave) {
+      await this.#save({ ...rollout, status: 'completed', reason: null });
+      return;
+    }
+    let steps = (await this.#store.listSteps(rollout.id)).filter((s) => s.wave === rollout.wave);
+    steps = await this.#pollDispatched(rollout, wave, steps);
+    rollout = (await this.#store.getRollout(rollout.id)) ?? rollout;
+    await this.#endFinishedEvents(wave, steps);
+
+    if (rollout.status === 'cancelled' || rollout.status === 'halted' || rollout.status === 'paused') return;
+    const now = this.#clock.now();
+
+    if (rollout.wavePhase === 'pending') {
+      if (rollout.settleUntil !== null && now < rollout.settleUntil) return;
+      await this.#publish(rollout, wave, now);
+      return;
+    }
+    if (rollout.failedHosts > rollout.plan.failureBudget.maxFailedHosts) {
+      // Steps under way finish and are still polled; nothing new starts.
+      await this.#withdrawScheduled(rollout);
+      await this.#save({
+        ...rollout,
+        status: 'halted',
+        reason: `failure budget spent: ${rollout.failedHosts} failed hosts (budget ${rollout.plan.failureBudget.maxFailedHosts})`,
+      });
+      return;
+    }
+    if (rollout.wavePhase === 'published') {
+      if (steps.every((s) => FINISHED.has(s.status))) {
+        await this.#finishWave(rollout, wave, steps, now);
+        return;
+      }
+      await this.#dispatchReady(rollout, wave, steps, now);
+      return;
+    }
+    // settling
+    if (rollout.settleUntil !== null && now < rollout.settleUntil) return;
+    const gate = await this.#healthGate(rollout, wave, steps, now);
+    if (gate === 'wait') return;
+    const failedHosts = rollout.failedHosts + gate.failedHosts.length;
+    this.emit('rollout:wave:settled', { rollout: rollout.id, wave: wave.index, failedHosts: gate.failedHosts.length });
+    if (failedHosts > rollout.plan.failureBudget.maxFailedHosts) {
+      await this.#save({
+        ...rollout,
+        failedHosts,
+        status: 'halted',
+        reason: `failure budget spent: ${failedHosts} failed hosts (budget ${rollout.plan.failureBudget.maxFailedHosts}); health gate: ${gate.reasons.join('; ')}`,
+      });
+      return;
+    }
+    const next = rollout.wave + 1;
+    await this.#save({
+      ...rollout,
+      failedHosts,
+      wave: next,
+      wavePhase: 'pending',
+      wavePublishedAt: null,
+      ...(next >= rollout.plan.waves.length ? { status: 'completed' as const } : {}),
+    });
+  }
+
+  /** Publishes the wave's events with at least the plan's notice, starting inside a window. */
+  async #publish(rollout: RolloutRecord, wave: Wave, now: number): Promise<void> {
+    const windows = rollout.plan.policy.windows;
+    const earliest = now + wave.noticeMs;
+    const notBefore = windows.length === 0 ? earliest : (nextWindowStart(windows, earliest) ?? earliest);
+    let published = 0;
+    for (const planned of wave.events) {
+      if (this.#events.get(planned.eventId)) continue; // published before a restart
+      await this.#events.schedule({
+        eventId: planned.eventId,
+        type: planned.type,
+        resources: planned.resources,
+        notBefore,
+        description: planned.description,
+        source: planned.source,
+        durationInSeconds: planned.durationInSeconds,
+        owner: planned.owner,
+      });
+      published++;
+    }
+    await this.#save({ ...rollout, wavePhase: 'published', wavePublishedAt: now });
+    this.emit('rollout:wave:published', { rollout: rollout.id, wave: wave.index, events: published });
+  }
+
+  /** Dispatches pending steps, in plan order, whose events are due and which fit the limits. */
+  async #dispatchReady(rollout: RolloutRecord, wave: Wave, steps: StepRecord[], now: number): Promise<void> {
+    const policy = rollout.plan.policy;
+    const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [stepIdOf(rollout.id, s), s]));
+    let inFlight = steps.filter((s) => s.status === 'dispatched');
+    let pausedVms = inFlight.reduce((n, s) => n + (planned.get(s.id)?.pausedVms ?? 0), 0);
+    const pending = steps
+      .filter((s) => s.status === 'pending')
+      .sort((a, b) => a.batch - b.batch || (a.host < b.host ? -1 : 1));
+    for (const record of pending) {
+      const step = planned.get(record.id);
+      if (!step) continue;
+      if (policy.maxHostsInParallel !== null && inFlight.length >= policy.maxHostsInParallel) break;
+      if (
+        policy.maxVmsPausedAtOnce !== null &&
+        inFlight.length > 0 &&
+        pausedVms + step.pausedVms > policy.maxVmsPausedAtOnce
+      )
+        break;
+      const ids = [...new Set(step.vms.flatMap((vm) => (vm.eventId === null ? [] : [vm.eventId])))];
+      const events = ids.map((id) => this.#events.get(id));
+      if (events.some((e) => e === undefined)) {
+        await this.#finishStep(
+          rollout,
+          record,
+          undefined,
+          'an event of this step was withdrawn; its VMs were not touched',
+          now,
+        );
+        continue;
+      }
+      // Invariant 3: nothing happens to a VM before its event is approved or past NotBefore.
+      if (!events.every((e) => e !== undefined && (e.phase !== 'Scheduled' || this.#events.isDue(e)))) continue;
+      const toStart = events
+        .filter((e): e is MaintenanceEvent => e !== undefined && e.phase === 'Scheduled')
+        .map((e) => e.eventId);
+      if (toStart.length > 0) await this.#events.start(toStart);
+      const dispatched: StepRecord = { ...record, status: 'dispatched', dispatchedAt: now };
+      // Written before the agent is asked: a restart then asks again under the same id.
+      await this.#store.saveProgress({ steps: [dispatched] });
+      this.emit('rollout:step:dispatched', dispatched);
+      inFlight = [...inFlight, dispatched];
+      pausedVms += step.pausedVms;
+      try {
+        await this.#agent(step.host).submit(this.#request(rollout.plan, rollout.id, step));
+      } catch (error) {
+        const e = coerceError(error);
+        if (!e.retryable)
+          await this.#finishStep(rollout, dispatched, undefined, `agent refused the step: ${e.message}`, now);
+        // A retryable failure (agent unreachable) is retried by the next pass's poll.
+      }
+    }
+  }
+
+  #request(plan: Plan, rolloutId: string, step: HostStep): HostStepRequest {
+    return {
+      stepId: stepIdOf(rolloutId, step),
+      rolloutId,
+      host: step.host,
+      kind: step.kind,
+      update: {
+        id: plan.update.id,
+        kind: plan.update.kind,
+        expectedApplyMs: step.applyMs,
+        targetVmmVersion: plan.update.vmm?.toVersion ?? null,
+      },
+      vms: step.vms.map((vm) => ({
+        name: vm.name,
+        path: vm.classification.path,
+        pauseBudgetMs: vm.classification.pauseBudgetMs,
+      })),
+      maxClockResidualMs: this.#maxResidualMs,
+    };
+  }
+
+  /** Asks the agents about dispatched steps; re-sends a step an agent never received. */
+  async #pollDispatched(rollout: RolloutRecord, wave: Wave, steps: StepRecord[]): Promise<StepRecord[]> {
+    const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [stepIdOf(rollout.id, s), s]));
+    const out: StepRecord[] = [];
+    for (const record of steps) {
+      if (record.status !== 'dispatched') {
+        out.push(record);
+        continue;
+      }
+      const step = planned.get(record.id);
+      try {
+        const agent = this.#agent(record.host);
+        let status = await agent.status(record.id);
+        if (!status && step) status = await agent.submit(this.#request(rollout.plan, rollout.id, step));
+        if (status && status.status !== 'running') {
+          out.push(await this.#finishStep(rollout, record, status, status.error?.message ?? null, this.#clock.now()));
+          continue;
+        }
+      } catch (error) {
+        this.emit('rollout:error', { rollout: rollout.id, error: coerceError(error) });
+      }
+      out.push(record);
+    }
+    return out;
+  }
+
+  async #finishStep(
+    rollout: RolloutRecord,
+    record: StepRecord,
+    status: HostStepStatus | undefined,
+    error: string | null,
+    now: number,
+  ): Promise<StepRecord> {
+    const ok = status?.status === 'succeeded';
+    const finished: StepRecord = {
+      ...record,
+      status: ok ? 'succeeded' : 'failed',
+      finishedAt: status?.finishedAt ?? now,
+      result: status ?? null,
+      error: ok ? null : (error ?? 'failed'),
+    };
+    const operations: VmOperationRecord[] = (status?.vms ?? []).map((vm) => ({
+      rolloutId: rollout.id,
+      stepId: record.id,
+      vm: vm.name,
+      host: record.host,
+      path: vm.path,
+      outcome: vm.outcome,
+      pauseMs: vm.pauseMs,
+      pauseBudgetMs: vm.pauseBudgetMs,
+      clockOffsetMs: vm.clockOffsetMs,
+      clockResidualMs: vm.clockResidualMs,
+      at: status?.finishedAt ?? now,
+    }));
+    const current = (await this.#store.getRollout(rollout.id)) ?? rollout;
+    const updated: RolloutRecord = { ...current, failedHosts: current.failedHosts + (ok ? 0 : 1), updatedAt: now };
+    await this.#store.saveProgress({ rollout: updated, steps: [finished], operations });
+    if (status) this.emit('rollout:step:finished', finished, status);
+    return finished;
+  }
+
+  /** Ends each Started event of the wave once every step touching its VMs has finished. */
+  async #endFinishedEvents(wave: Wave, steps: StepRecord[]): Promise<void> {
+    const finishedHosts = new Set(steps.filter((s) => FINISHED.has(s.status)).map((s) => s.host));
+    const waiting = new Map<string, boolean>();
+    for (const step of wave.batches.flatMap((b) => b.steps)) {
+      for (const vm of step.vms) {
+        if (vm.eventId === null) continue;
+        waiting.set(vm.eventId, (waiting.get(vm.eventId) ?? false) || !finishedHosts.has(step.host));
+      }
+    }
+    const done = [...waiting]
+      .filter(([id, wait]) => !wait && this.#events.get(id)?.phase === 'Started')
+      .map(([id]) => id);
+    if (done.length > 0) await this.#events.end(done);
+  }
+
+  async #finishWave(rollout: RolloutRecord, wave: Wave, steps: StepRecord[], now: number): Promise<void> {
+    await this.#endFinishedEvents(wave, steps);
+    const current = (await this.#store.getRollout(rollout.id)) ?? rollout;
+    await this.#save({ ...current, wavePhase: 'settling', settleUntil: now + current.plan.policy.settleMs });
+  }
+
+  /**
+   * After the settle time: every VM of the wave's succeeded steps runs, its clock residual is within
+   * bound, and a VM that read Scheduled Events before the wave has read them again since its step.
+   * Failed steps were counted when they finished.
+   */
+  async #healthGate(
+    rollout: RolloutRecord,
+    wave: Wave,
+    steps: StepRecord[],
+    now: number,
+  ): Promise<'wait' | { failedHosts: string[]; reasons: string[] }> {
+    const failedHosts = new Set<string>();
+    const reasons: string[] = [];
+    const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [s.host, s]));
+    for (const record of steps) {
+      if (record.status !== 'succeeded') {
+        reasons.push(`${record.host}: step failed (${record.error ?? 'unknown'})`);
+        continue;
+      }
+      const step = planned.get(record.host);
+      if (!step) continue;
+      let vms: Awaited<ReturnType<AgentClient['vms']>>;
+      try {
+        vms = await this.#agent(record.host).vms();
+      } catch (error) {
+        failedHosts.add(record.host);
+        reasons.push(`${record.host}: agent unreachable for the health gate (${coerceError(error).message})`);
+        continue;
+      }
+      const states = new Map(vms.map((v) => [v.name, v.state]));
+      const results = new Map(((record.result as HostStepStatus | null)?.vms ?? []).map((v) => [v.name, v]));
+      for (const vm of step.vms) {
+        if (vm.classification.path === 'redeploy') continue; // it left the host
+        if (states.get(vm.name) !== 'running') {
+          failedHosts.add(record.host);
+          reasons.push(`${vm.name} is ${states.get(vm.name) ?? 'missing'}`);
+        }
+        const residual = results.get(vm.name)?.clockResidualMs;
+        if (residual !== null && residual !== undefined && Math.abs(residual) > this.#maxResidualMs) {
+          failedHosts.add(record.host);
+          reasons.push(`${vm.name} clock residual ${residual} ms above ${this.#maxResidualMs} ms`);
+        }
+        // A VM that was reading Scheduled Events when its step began must read them again after it.
+        const lastPoll = this.#events.lastPoll(vm.name);
+        const dispatchedAt = record.dispatchedAt ?? now;
+        const finishedAt = record.finishedAt ?? now;
+        if (lastPoll !== undefined && lastPoll >= dispatchedAt - this.#pollGraceMs && lastPoll < finishedAt) {
+          if (now < finishedAt + this.#pollGraceMs) return 'wait';
+          failedHosts.add(record.host);
+          reasons.push(`${vm.name} has not read Scheduled Events since its maintenance`);
+        }
+      }
+    }
+    return { failedHosts: [...failedHosts], reasons };
+  }
+
+  async #withdrawScheduled(rollout: RolloutRecord): Promise<void> {
+    const wave = rollout.plan.waves[rollout.wave];
+    if (!wave) return;
+    const scheduled = wave.events
+      .filter((e) => this.#events.get(e.eventId)?.phase === 'Scheduled')
+      .map((e) => e.eventId);
+    if (scheduled.length > 0) await this.#events.cancel(scheduled);
+  }
+
+  async #setStatus(
+    id: string,
+    from: readonly RolloutRecord['status'][],
+    to: RolloutRecord['status'],
+    reason: string | null,
+  ): Promise<RolloutRecord> {
+    const rollout = await this.#store.getRollout(id);
+    if (!rollout) throw new IntermissionError('NOT_FOUND', `no rollout ${id}`);
+    if (!from.includes(rollout.status)) {
+      throw new IntermissionError('CONFLICT', `rollout ${id} is ${rollout.status}; cannot make it ${to}`);
+    }
+    return this.#save({ ...rollout, status: to, reason });
+  }
+
+  async #save(rollout: RolloutRecord): Promise<RolloutRecord> {
+    const updated = { ...rollout, updatedAt: this.#clock.now() };
+    await this.#store.saveProgress({ rollout: updated });
+    this.emit('rollout:status', updated);
+    return updated;
+  }
+}

@@ -1,0 +1,152 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  FleetIndex,
+  IntermissionError,
+  eventTiming,
+  type Clock,
+  type EventTimingOptions,
+  type Fleet,
+} from '../domain/index.js';
+import { createControlApp } from '../control/app.js';
+import { controlFileSchema } from '../control/client.js';
+import { TokenAuthority, writeFileAtomic } from '../control/tokens.js';
+import { createMetadataApp, listenMetadata } from '../imds/index.js';
+import { openSqliteStore } from '../store/sqlite/index.js';
+import { formatAddress, type ListenAddress } from './address.js';
+import { EventService } from './event-service.js';
+import { serveFetch } from './http.js';
+import { logEventService, logExecutor, type Logger } from './logging.js';
+import type { HostAgents } from './sim-hosts.js';
+import { Controller } from '../controller/controller.js';
+import { realTime } from '../hypervisor/sim/index.js';
+import { systemClock } from './system-clock.js';
+
+export interface MetadataBinding {
+  readonly vm: string;
+  readonly address: ListenAddress;
+}
+
+export interface MetadataRuntimeOptions {
+  readonly fleet: Fleet;
+  /** Directory for the SQLite store, tokens and control.json. */
+  readonly stateDir: string;
+  readonly bindings: readonly MetadataBinding[];
+  readonly control: ListenAddress;
+  readonly timing?: EventTimingOptions;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+  /**
+   * The hosts' agents. With them the runtime also runs the rollout controller (the embedded default
+   * passes simulated hosts); without them it serves events and drills only.
+   */
+  readonly hosts?: (ctx: { stateDir: string }) => Promise<HostAgents>;
+}
+
+export interface MetadataRuntime {
+  readonly service: EventService;
+  readonly controller: Controller | undefined;
+  readonly hosts: HostAgents | undefined;
+  readonly metadata: readonly { vm: string; address: ListenAddress }[];
+  readonly control: ListenAddress;
+  readonly controlFile: string;
+  /** Stops listeners and ticks, then closes the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Composes the event engine, its store, the metadata listeners (one per VM) and the control API.
+ * Events and incarnations live in `<state>/intermission.db` and survive restarts.
+ */
+export async function startMetadataRuntime(options: MetadataRuntimeOptions): Promise<MetadataRuntime> {
+  const index = new FleetIndex(options.fleet);
+  for (const b of options.bindings) index.requireVm(b.vm);
+  const seen = new Set<string>();
+  for (const b of options.bindings) {
+    const key = formatAddress(b.address);
+    if (seen.has(key)) throw new IntermissionError('INVALID_INPUT', `address ${key} is bound twice`);
+    seen.add(key);
+  }
+  const stateDir = resolve(options.stateDir);
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const store = await openSqliteStore({ path: join(stateDir, 'intermission.db') });
+  const cleanups: (() => Promise<void>)[] = [() => store.close()];
+  const closeAll = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const service = await EventService.open({
+      fleet: index,
+      store,
+      clock: options.clock ?? systemClock,
+      timing: eventTiming(options.timing),
+    });
+    if (options.logger) logEventService(service, options.logger);
+    cleanups.push(() => service.stop());
+
+    let hosts: HostAgents | undefined;
+    let controller: Controller | undefined;
+    if (options.hosts) {
+      hosts = await options.hosts({ stateDir });
+      const h = hosts;
+      cleanups.push(() => h.close());
+      controller = new Controller({
+        events: service,
+        store,
+        agents: hosts.clients,
+        time: realTime({ clock: options.clock ?? systemClock }),
+      });
+      if (options.logger) logExecutor(controller, options.logger);
+      const c = controller;
+      cleanups.push(() => c.stop());
+    }
+
+    const tokens = await TokenAuthority.open(stateDir);
+    const controlFile = join(stateDir, 'control.json');
+    const operatorToken = await operatorTokenFor(tokens, controlFile);
+    const control = await serveFetch(
+      createControlApp({ service, tokens, ...(controller ? { controller } : {}) }).fetch,
+      options.control,
+    );
+    cleanups.push(() => control.close());
+    await writeFileAtomic(
+      controlFile,
+      JSON.stringify({ address: formatAddress(control.address), token: operatorToken, pid: process.pid }, null, 2) +
+        '\n',
+    );
+
+    const metadataApp = createMetadataApp({ backend: service });
+    const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
+    cleanups.push(() => listeners.close());
+    service.startTicking();
+    controller?.start();
+
+    let closing: Promise<void> | undefined;
+    return {
+      service,
+      controller,
+      hosts,
+      metadata: listeners.addresses,
+      control: control.address,
+      controlFile,
+      close: () => (closing ??= closeAll()),
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+/**
+ * The operator token: the one in control.json while it is still valid (so scripts keep working
+ * across restarts), else a new one, generated on first start.
+ */
+async function operatorTokenFor(tokens: TokenAuthority, controlFile: string): Promise<string> {
+  try {
+    const previous = controlFileSchema.parse(JSON.parse(await readFile(controlFile, 'utf8')));
+    if (tokens.authenticate(previous.token)?.role === 'operator') return previous.token;
+  } catch {
+    // No usable control.json: issue a new token below.
+  }
+  return tokens.issue({ role: 'operator', name: `operator-${Date.now().toString(36)}` });
+}
