@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FleetIndex } from '../src/domain/fleet.js';
 import { formatDuration, MINUTE, SECOND } from '../src/domain/time.js';
-import type { Fleet, Host, Vm, VmInstanceInfo } from '../src/domain/vocabulary.js';
+import { buildRegion, HOSTS, SETS, STANDALONE, UPDATE_DOMAINS, VMS_PER_SET, type Placement } from './region.js';
 import {
   planLowerBound,
   planRollout,
@@ -26,18 +26,11 @@ import {
   type RolloutPolicy,
   type Update,
   type UpdateKind,
-  type VmCapabilities,
 } from '../src/domain/rollout/index.js';
 
-const HOSTS = 10_000;
-const SETS = 5_000;
-const UPDATE_DOMAINS = 20;
-const VMS_PER_SET = 48;
-const STANDALONE = 10_000;
 const TARGET_MS = 2_000;
 const TARGET_BYTES = 1024 ** 3;
 
-type Placement = 'aligned' | 'scattered';
 type Phase = 'index' | 'plan';
 
 interface ChildResult {
@@ -65,98 +58,6 @@ function arg(name: string, fallback: string): string {
   return hit === undefined ? fallback : hit.slice(name.length + 3);
 }
 const flag = (name: string) => process.argv.includes(`--${name}`);
-
-/** A small deterministic PRNG (LCG), so that every run plans the same region. */
-function rng(seed: number): (n: number) => number {
-  let s = seed >>> 0;
-  return (n) => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s % n;
-  };
-}
-
-const INSTANCE: VmInstanceInfo = Object.freeze({
-  location: 'bench',
-  vmSize: 'Standard_D2s_v3',
-  osType: 'Linux',
-  resourceGroupName: 'bench',
-  subscriptionId: '00000000-0000-0000-0000-000000000000',
-  tags: {},
-  zone: '',
-  computerName: '',
-  adminUsername: 'azureuser',
-  publicKeys: [],
-  userData: '',
-  macAddress: '',
-  privateIpAddress: '',
-  subnetAddress: '10.0.0.0',
-  subnetPrefix: '24',
-  priority: 'Regular',
-  vmScaleSetName: '',
-});
-
-const pad = (n: number, width: number) => String(n).padStart(width, '0');
-
-/** The region, and capability facts for its VMs (with a realistic share of each fallback). */
-function buildRegion(placement: Placement): { fleet: Fleet; capabilities: Map<string, VmCapabilities> } {
-  const rand = rng(placement === 'aligned' ? 1 : 2);
-  const hosts: Host[] = Array.from({ length: HOSTS }, (_, i) => ({
-    name: `host-${pad(i, 5)}`,
-    labels: { rack: `r${pad(Math.floor(i / 40), 3)}` },
-  }));
-  const sets = Array.from({ length: SETS }, (_, s) => ({
-    name: `set-${pad(s, 4)}`,
-    updateDomains: UPDATE_DOMAINS,
-    faultDomains: 3,
-  }));
-  const vms: Vm[] = [];
-  const hostsPerGroup = HOSTS / UPDATE_DOMAINS;
-  const nextInGroup = new Array<number>(UPDATE_DOMAINS).fill(0);
-  for (let s = 0; s < SETS; s++) {
-    const used = new Set<number>();
-    for (let j = 0; j < VMS_PER_SET; j++) {
-      const ud = j % UPDATE_DOMAINS;
-      let host: number;
-      if (placement === 'aligned') {
-        // Host group `ud` holds update domain `ud`; round-robin inside the group.
-        host = ud + UPDATE_DOMAINS * ((nextInGroup[ud] as number) % hostsPerGroup);
-        nextInGroup[ud] = (nextInGroup[ud] as number) + 1;
-      } else {
-        do host = rand(HOSTS);
-        while (used.has(host));
-        used.add(host);
-      }
-      vms.push(vm(`vm-${pad(s, 4)}-${pad(j, 2)}`, hosts[host] as Host, sets[s]?.name, ud, s * VMS_PER_SET + j));
-    }
-  }
-  for (let k = 0; k < STANDALONE; k++)
-    vms.push(vm(`solo-${pad(k, 5)}`, hosts[k % HOSTS] as Host, undefined, 0, vms.length));
-
-  const capabilities = new Map<string, VmCapabilities>();
-  for (const v of vms) {
-    const roll = rand(100);
-    if (roll < 2) continue; // no facts: CAPABILITIES_UNKNOWN
-    capabilities.set(v.name, {
-      sharedMemory: roll >= 7,
-      migratableDevices: roll < 7 || roll >= 10,
-      blockingDevices: roll >= 7 && roll < 10 ? ['vfio-pci 0000:3b:00.0'] : [],
-      guestAgent: rand(5) !== 0,
-    });
-  }
-  return { fleet: { hosts, availabilitySets: sets, vms }, capabilities };
-}
-
-function vm(name: string, host: Host, set: string | undefined, ud: number, n: number): Vm {
-  return {
-    name,
-    vmId: `00000000-0000-4000-8000-${pad(n, 12)}`,
-    host: host.name,
-    availabilitySet: set,
-    updateDomain: ud,
-    faultDomain: ud % 3,
-    instance: INSTANCE,
-  };
-}
 
 const NOW = Date.UTC(2026, 0, 1);
 const POLICY: RolloutPolicy = {

@@ -28,6 +28,11 @@ export interface HostAgentOptions {
    * itself. Default 1 s, at most a quarter of the budget.
    */
   readonly leaseMarginMs?: number;
+  /**
+   * Longest a host-side apply may run while no VM is paused (hot patch, reboot, redeploy steps)
+   * before it counts as hung and the step fails. Default 30 min.
+   */
+  readonly applyTimeoutMs?: number;
 }
 
 /** Longest a host-side apply of a step without paused VMs may run before it counts as hung. */
@@ -46,6 +51,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
   readonly #journal: AgentJournal;
   readonly #time: SimTime;
   readonly #leaseMarginMs: number;
+  readonly #applyTimeoutMs: number;
   readonly #running = new Map<string, Promise<void>>();
   #closed = false;
 
@@ -56,6 +62,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
     this.#journal = options.journal;
     this.#time = options.time;
     this.#leaseMarginMs = options.leaseMarginMs ?? 1000;
+    this.#applyTimeoutMs = options.applyTimeoutMs ?? UNPAUSED_APPLY_TIMEOUT_MS;
   }
 
   /**
@@ -203,7 +210,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
       }
     };
     const applyUnpaused = async (): Promise<void> => {
-      await this.#driver.applyHostUpdate({ update, deadline: this.#time.now() + UNPAUSED_APPLY_TIMEOUT_MS });
+      await this.#driver.applyHostUpdate({ update, deadline: this.#time.now() + this.#applyTimeoutMs });
     };
 
     switch (request.kind) {
@@ -264,7 +271,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
     if (vms.length === 0) {
       await this.#driver.applyHostUpdate({
         update: { id: request.update.id, kind: request.update.kind, expectedApplyMs: request.update.expectedApplyMs },
-        deadline: this.#time.now() + UNPAUSED_APPLY_TIMEOUT_MS,
+        deadline: this.#time.now() + this.#applyTimeoutMs,
       });
       return;
     }

@@ -11,6 +11,8 @@ export interface ExecutorEventMap {
   'rollout:wave:published': [info: { rollout: string; wave: number; events: number }];
   'rollout:step:dispatched': [step: StepRecord];
   'rollout:step:finished': [step: StepRecord, status: HostStepStatus];
+  /** A step recorded as failed without an agent status (its event was withdrawn, or the agent refused it). */
+  'rollout:step:abandoned': [step: StepRecord];
   'rollout:wave:settled': [info: { rollout: string; wave: number; failedHosts: number }];
   'rollout:status': [rollout: RolloutRecord];
   'rollout:error': [info: { rollout: string; error: IntermissionError }];
@@ -153,7 +155,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
       await this.#save({ ...rollout, status: 'completed', reason: null });
       return;
     }
-    let steps = (await this.#store.listSteps(rollout.id)).filter((s) => s.wave === rollout.wave);
+    let steps = await this.#store.listSteps(rollout.id, { wave: rollout.wave });
     steps = await this.#pollDispatched(rollout, wave, steps);
     rollout = (await this.#store.getRollout(rollout.id)) ?? rollout;
     await this.#endFinishedEvents(wave, steps);
@@ -234,58 +236,74 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     this.emit('rollout:wave:published', { rollout: rollout.id, wave: wave.index, events: published });
   }
 
-  /** Dispatches pending steps, in plan order, whose events are due and which fit the limits. */
+  /**
+   * Dispatches pending steps, in plan order, whose events are due and which fit the limits. The
+   * pass's steps are started together: one write starts their events, one marks them dispatched
+   * (before any agent is asked, so that a restart asks again under the same ids).
+   */
   async #dispatchReady(rollout: RolloutRecord, wave: Wave, steps: StepRecord[], now: number): Promise<void> {
     const policy = rollout.plan.policy;
     const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [stepIdOf(rollout.id, s), s]));
-    let inFlight = steps.filter((s) => s.status === 'dispatched');
-    let pausedVms = inFlight.reduce((n, s) => n + (planned.get(s.id)?.pausedVms ?? 0), 0);
+    let inFlight = steps.filter((s) => s.status === 'dispatched').length;
+    let pausedVms = steps
+      .filter((s) => s.status === 'dispatched')
+      .reduce((n, s) => n + (planned.get(s.id)?.pausedVms ?? 0), 0);
     const pending = steps
       .filter((s) => s.status === 'pending')
       .sort((a, b) => a.batch - b.batch || (a.host < b.host ? -1 : 1));
+    const ready: { record: StepRecord; step: HostStep }[] = [];
+    const withdrawn: StepRecord[] = [];
+    const toStart = new Set<string>();
     for (const record of pending) {
       const step = planned.get(record.id);
       if (!step) continue;
-      if (policy.maxHostsInParallel !== null && inFlight.length >= policy.maxHostsInParallel) break;
-      if (
-        policy.maxVmsPausedAtOnce !== null &&
-        inFlight.length > 0 &&
-        pausedVms + step.pausedVms > policy.maxVmsPausedAtOnce
-      )
+      if (policy.maxHostsInParallel !== null && inFlight >= policy.maxHostsInParallel) break;
+      if (policy.maxVmsPausedAtOnce !== null && inFlight > 0 && pausedVms + step.pausedVms > policy.maxVmsPausedAtOnce)
         break;
       const ids = [...new Set(step.vms.flatMap((vm) => (vm.eventId === null ? [] : [vm.eventId])))];
       const events = ids.map((id) => this.#events.get(id));
       if (events.some((e) => e === undefined)) {
-        await this.#finishStep(
-          rollout,
-          record,
-          undefined,
-          'an event of this step was withdrawn; its VMs were not touched',
-          now,
-        );
+        withdrawn.push(record);
         continue;
       }
       // Invariant 3: nothing happens to a VM before its event is approved or past NotBefore.
       if (!events.every((e) => e !== undefined && (e.phase !== 'Scheduled' || this.#events.isDue(e)))) continue;
-      const toStart = events
-        .filter((e): e is MaintenanceEvent => e !== undefined && e.phase === 'Scheduled')
-        .map((e) => e.eventId);
-      if (toStart.length > 0) await this.#events.start(toStart);
-      const dispatched: StepRecord = { ...record, status: 'dispatched', dispatchedAt: now };
-      // Written before the agent is asked: a restart then asks again under the same id.
-      await this.#store.saveProgress({ steps: [dispatched] });
-      this.emit('rollout:step:dispatched', dispatched);
-      inFlight = [...inFlight, dispatched];
+      for (const e of events) if (e?.phase === 'Scheduled') toStart.add(e.eventId);
+      ready.push({ record, step });
+      inFlight++;
       pausedVms += step.pausedVms;
-      try {
-        await this.#agent(step.host).submit(this.#request(rollout.plan, rollout.id, step));
-      } catch (error) {
-        const e = coerceError(error);
-        if (!e.retryable)
-          await this.#finishStep(rollout, dispatched, undefined, `agent refused the step: ${e.message}`, now);
-        // A retryable failure (agent unreachable) is retried by the next pass's poll.
-      }
     }
+    if (withdrawn.length > 0) {
+      await this.#finishSteps(
+        rollout,
+        withdrawn.map((record) => ({
+          record,
+          status: undefined,
+          error: 'an event of this step was withdrawn; its VMs were not touched',
+        })),
+        now,
+      );
+    }
+    if (ready.length === 0) return;
+    if (toStart.size > 0) await this.#events.start([...toStart]);
+    const dispatched = ready.map(({ record }): StepRecord => ({ ...record, status: 'dispatched', dispatchedAt: now }));
+    await this.#store.saveProgress({ steps: dispatched });
+    for (const d of dispatched) this.emit('rollout:step:dispatched', d);
+    const refused: { record: StepRecord; status: undefined; error: string }[] = [];
+    await Promise.all(
+      ready.map(async ({ step }, i) => {
+        try {
+          await this.#agent(step.host).submit(this.#request(rollout.plan, rollout.id, step));
+        } catch (error) {
+          const e = coerceError(error);
+          // A retryable failure (agent unreachable) is retried by the next pass's poll.
+          const record = dispatched[i];
+          if (!e.retryable && record)
+            refused.push({ record, status: undefined, error: `agent refused the step: ${e.message}` });
+        }
+      }),
+    );
+    if (refused.length > 0) await this.#finishSteps(rollout, refused, now);
   }
 
   #request(plan: Plan, rolloutId: string, step: HostStep): HostStepRequest {
@@ -312,62 +330,73 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
   /** Asks the agents about dispatched steps; re-sends a step an agent never received. */
   async #pollDispatched(rollout: RolloutRecord, wave: Wave, steps: StepRecord[]): Promise<StepRecord[]> {
     const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [stepIdOf(rollout.id, s), s]));
-    const out: StepRecord[] = [];
-    for (const record of steps) {
-      if (record.status !== 'dispatched') {
-        out.push(record);
-        continue;
-      }
-      const step = planned.get(record.id);
-      try {
-        const agent = this.#agent(record.host);
-        let status = await agent.status(record.id);
-        if (!status && step) status = await agent.submit(this.#request(rollout.plan, rollout.id, step));
-        if (status && status.status !== 'running') {
-          out.push(await this.#finishStep(rollout, record, status, status.error?.message ?? null, this.#clock.now()));
-          continue;
-        }
-      } catch (error) {
-        this.emit('rollout:error', { rollout: rollout.id, error: coerceError(error) });
-      }
-      out.push(record);
-    }
-    return out;
+    const finished: { record: StepRecord; status: HostStepStatus; error: string | null }[] = [];
+    await Promise.all(
+      steps
+        .filter((record) => record.status === 'dispatched')
+        .map(async (record) => {
+          const step = planned.get(record.id);
+          try {
+            const agent = this.#agent(record.host);
+            let status = await agent.status(record.id);
+            if (!status && step) status = await agent.submit(this.#request(rollout.plan, rollout.id, step));
+            if (status && status.status !== 'running')
+              finished.push({ record, status, error: status.error?.message ?? null });
+          } catch (error) {
+            this.emit('rollout:error', { rollout: rollout.id, error: coerceError(error) });
+          }
+        }),
+    );
+    if (finished.length === 0) return steps;
+    const done = new Map((await this.#finishSteps(rollout, finished, this.#clock.now())).map((s) => [s.id, s]));
+    return steps.map((s) => done.get(s.id) ?? s);
   }
 
-  async #finishStep(
+  /** Records finished steps, their measurements and the failed-host count in one write. */
+  async #finishSteps(
     rollout: RolloutRecord,
-    record: StepRecord,
-    status: HostStepStatus | undefined,
-    error: string | null,
+    items: readonly { record: StepRecord; status: HostStepStatus | undefined; error: string | null }[],
     now: number,
-  ): Promise<StepRecord> {
-    const ok = status?.status === 'succeeded';
-    const finished: StepRecord = {
-      ...record,
-      status: ok ? 'succeeded' : 'failed',
-      finishedAt: status?.finishedAt ?? now,
-      result: status ?? null,
-      error: ok ? null : (error ?? 'failed'),
-    };
-    const operations: VmOperationRecord[] = (status?.vms ?? []).map((vm) => ({
-      rolloutId: rollout.id,
-      stepId: record.id,
-      vm: vm.name,
-      host: record.host,
-      path: vm.path,
-      outcome: vm.outcome,
-      pauseMs: vm.pauseMs,
-      pauseBudgetMs: vm.pauseBudgetMs,
-      clockOffsetMs: vm.clockOffsetMs,
-      clockResidualMs: vm.clockResidualMs,
-      at: status?.finishedAt ?? now,
-    }));
+  ): Promise<StepRecord[]> {
+    const steps: StepRecord[] = [];
+    const operations: VmOperationRecord[] = [];
+    let failed = 0;
+    for (const { record, status, error } of items) {
+      const ok = status?.status === 'succeeded';
+      if (!ok) failed++;
+      steps.push({
+        ...record,
+        status: ok ? 'succeeded' : 'failed',
+        finishedAt: status?.finishedAt ?? now,
+        result: status ?? null,
+        error: ok ? null : (error ?? 'failed'),
+      });
+      for (const vm of status?.vms ?? []) {
+        operations.push({
+          rolloutId: rollout.id,
+          stepId: record.id,
+          vm: vm.name,
+          host: record.host,
+          path: vm.path,
+          outcome: vm.outcome,
+          pauseMs: vm.pauseMs,
+          pauseBudgetMs: vm.pauseBudgetMs,
+          clockOffsetMs: vm.clockOffsetMs,
+          clockResidualMs: vm.clockResidualMs,
+          at: status?.finishedAt ?? now,
+        });
+      }
+    }
     const current = (await this.#store.getRollout(rollout.id)) ?? rollout;
-    const updated: RolloutRecord = { ...current, failedHosts: current.failedHosts + (ok ? 0 : 1), updatedAt: now };
-    await this.#store.saveProgress({ rollout: updated, steps: [finished], operations });
-    if (status) this.emit('rollout:step:finished', finished, status);
-    return finished;
+    const updated: RolloutRecord = { ...current, failedHosts: current.failedHosts + failed, updatedAt: now };
+    await this.#store.saveProgress({ rollout: updated, steps, operations });
+    items.forEach(({ status }, i) => {
+      const step = steps[i];
+      if (!step) return;
+      if (status) this.emit('rollout:step:finished', step, status);
+      else this.emit('rollout:step:abandoned', step);
+    });
+    return steps;
   }
 
   /** Ends each Started event of the wave once every step touching its VMs has finished. */

@@ -128,7 +128,13 @@ export function createMetadataApp(options: MetadataAppOptions): MetadataApp {
   hono.onError((error, c) => service.errorResponse(error, c.req.raw, c.env.vm));
   return {
     hono,
-    fetch: (request, vm) => hono.fetch(request, { vm }),
+    fetch: (request, vm) => {
+      const answer = hono.fetch(request, { vm });
+      // The hot path stays synchronous when the answer is (a cached GET).
+      return answer instanceof Promise
+        ? answer.then((r) => service.answered(request, vm, r))
+        : service.answered(request, vm, answer);
+    },
   };
 }
 
@@ -323,6 +329,13 @@ class MetadataService {
       byVersion.set(version, doc);
     }
     return doc;
+  }
+
+  /** Reports an answered request (when anyone listens) and hands the response back. */
+  answered(request: Request, vm: string, response: Response): Response {
+    if (this.#onEvent !== undefined)
+      this.#emit('imds:response', { vm, method: request.method, path: pathOf(request.url), status: response.status });
+    return response;
   }
 
   #emit<K extends keyof MetadataEventMap>(name: K, payload: MetadataEventMap[K]): void {

@@ -31,6 +31,8 @@ export interface MetadataEventMap {
     readonly code: MetadataErrorCode;
     readonly detail: string | undefined;
   };
+  /** Every answered request (200, 304, 4xx, 5xx), once, after its response is built. */
+  'imds:response': { readonly vm: string; readonly method: string; readonly path: string; readonly status: number };
   /** A request failed on our side (5xx), or the backend refused it with one of our error codes. */
   'imds:error': {
     readonly vm: string;

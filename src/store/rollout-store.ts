@@ -77,7 +77,8 @@ export interface RolloutStore {
   createRollout(rollout: RolloutRecord, steps: readonly StepRecord[]): Promise<void>;
   getRollout(id: string): Promise<RolloutRecord | undefined>;
   listRollouts(options?: { readonly active?: boolean }): Promise<RolloutRecord[]>;
-  listSteps(rolloutId: string): Promise<StepRecord[]>;
+  /** The rollout's steps in plan order; only one wave's when `wave` is given. */
+  listSteps(rolloutId: string, options?: { readonly wave?: number }): Promise<StepRecord[]>;
   /** Writes the rollout record and the given steps and measurements in one transaction. */
   saveProgress(progress: {
     readonly rollout?: RolloutRecord;

@@ -20,10 +20,16 @@ export interface CreateSimFleetOptions {
 /** One simulated host per host of the fleet, each holding the fleet's VMs on it, by host name. */
 export function createSimFleet(options: CreateSimFleetOptions): ReadonlyMap<string, SimHost> {
   const hosts = new Map<string, SimHost>();
+  // Grouped once: a region has hundreds of thousands of VMs.
+  const byHost = new Map<string, SimVmSpec[]>();
+  for (const vm of options.fleet.vms) {
+    const spec: SimVmSpec = { ...options.vm?.(vm), name: vm.name };
+    const list = byHost.get(vm.host);
+    if (list) list.push(spec);
+    else byHost.set(vm.host, [spec]);
+  }
   for (const host of options.fleet.hosts) {
-    const vms = options.fleet.vms
-      .filter((vm) => vm.host === host.name)
-      .map((vm): SimVmSpec => ({ ...options.vm?.(vm), name: vm.name }));
+    const vms = byHost.get(host.name) ?? [];
     hosts.set(
       host.name,
       new SimHost({ ...options.host?.(host.name), name: host.name, time: options.time, seed: options.seed ?? 1, vms }),

@@ -61,11 +61,14 @@ export function upsertStepsQuery(
     .compile();
 }
 
-export function selectStepsQuery(db: Kysely<StoreDatabase>, rolloutId: string): CompiledQuery<HostStepsTable> {
-  return db
-    .selectFrom('host_steps')
-    .selectAll()
-    .where('rollout_id', '=', rolloutId)
+export function selectStepsQuery(
+  db: Kysely<StoreDatabase>,
+  rolloutId: string,
+  wave?: number,
+): CompiledQuery<HostStepsTable> {
+  let q = db.selectFrom('host_steps').selectAll().where('rollout_id', '=', rolloutId);
+  if (wave !== undefined) q = q.where('wave', '=', wave);
+  return q
     .orderBy('wave')
     .orderBy('batch')
     .orderBy('host')

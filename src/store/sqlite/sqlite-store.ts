@@ -169,9 +169,9 @@ export class SqliteEventStore implements EventStore, RolloutStore {
     return this.#rollouts({ ...(options.active === undefined ? {} : { active: options.active }) });
   }
 
-  async listSteps(rolloutId: string): Promise<StepRecord[]> {
+  async listSteps(rolloutId: string, options: { readonly wave?: number } = {}): Promise<StepRecord[]> {
     return this.#run('list host steps', async (db) =>
-      (await db.executeQuery(selectStepsQuery(db, rolloutId))).rows.map(decodeStep),
+      (await db.executeQuery(selectStepsQuery(db, rolloutId, options.wave))).rows.map(decodeStep),
     );
   }
 

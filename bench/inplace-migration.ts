@@ -1,0 +1,338 @@
+/**
+ * The guest-visible pause of an in-place VMM update, against RAM size, next to a local migration
+ * that copies RAM. Run: `node --import tsx bench/inplace-migration.ts` (root, QEMU, the test guest
+ * built by scripts/guest/build-guest.sh; a few minutes).
+ *
+ * For each RAM size, two guests of that size boot side by side with the tenant application
+ * printing a tick beat every ~10 ms and a dirtier rewriting a quarter of the RAM in a tmpfs file
+ * without pause (non-zero data):
+ * - `ip-<MB>` has its RAM in a shared file mapping and is swapped in place BENCH_SWAPS times
+ *   between two VMM labels (x-ignore-shared: RAM is never copied);
+ * - `cp-<MB>` has private RAM and is migrated to a new local process BENCH_COPIES times the way a
+ *   live migration between hosts works (every page sent, dirty pages sent again).
+ *
+ * Measured per move: the guest-visible pause, from the old process's STOP event to the new
+ * process's RESUME event (host wall clock, microsecond stamps); the same pause seen from outside
+ * as the longest silence of the guest's tick beats on its serial console (host time of arrival,
+ * polled every 2 ms, so it includes one beat interval and the guest's own scheduling jitter); the
+ * largest tick gap the guest measured itself (its clocks stand still while paused, so this one
+ * does not see the pause); bytes sent. After each in-place swap the guest clock is resynchronised
+ * through the guest agent and the residual is compared with the agent's round trip.
+ *
+ * Targets: p99 in-place pause <= 20 ms at every size, pause(2 GB)/pause(256 MB) <= 1.5, in-place
+ * >= 10x shorter than the copying migration, residual within one round trip. The machine may be
+ * slow (TCG emulation, other load): the script prints PASS/FAIL lines instead of failing.
+ *
+ * Environment: BENCH_SIZES (MB, default 256,1024,2048), BENCH_SWAPS (default 5), BENCH_COPIES
+ * (default 3), BENCH_DIRTY_FRACTION (default 0.25), BENCH_ACCEL (tcg|kvm, default tcg),
+ * BENCH_GUEST_DIR (default tmp/guest), BENCH_JSON (write the raw figures there).
+ */
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { QemuDriver, destroyQemuRunDir, type QemuSwapVmmResult } from '../src/hypervisor/index.js';
+
+const REPO = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const SIZES = (process.env['BENCH_SIZES'] ?? '256,1024,2048').split(',').map(Number);
+const SWAPS = Number(process.env['BENCH_SWAPS'] ?? 5);
+const COPIES = Number(process.env['BENCH_COPIES'] ?? 3);
+const DIRTY_FRACTION = Number(process.env['BENCH_DIRTY_FRACTION'] ?? 0.25);
+const ACCEL = process.env['BENCH_ACCEL'] === 'kvm' ? 'kvm' : 'tcg';
+const GUEST_DIR = resolve(process.env['BENCH_GUEST_DIR'] ?? join(REPO, 'tmp', 'guest'));
+const VMM_A = 'qemu-a';
+const VMM_B = 'qemu-b';
+
+const TARGET_P99_MS = 20;
+const TARGET_SIZE_RATIO = 1.5;
+const TARGET_COPY_RATIO = 10;
+
+/** One move of a guest to a new process. */
+interface Move {
+  readonly kind: 'in-place' | 'copy';
+  readonly sizeMb: number;
+  /** Old STOP to new RESUME. */
+  readonly pauseMs: number;
+  /** QEMU's own downtime figure. */
+  readonly qemuDowntimeMs: number | null;
+  readonly totalMs: number;
+  readonly transferredBytes: number;
+  readonly ramTotalBytes: number;
+  /** Longest silence of the tick beats around the move, in host time of arrival. */
+  readonly beatGapMs: number | null;
+  /** The guest's own largest tick gap in the second after the move. */
+  readonly guestTickGapMs: number | null;
+  readonly residualMs?: number;
+  readonly roundTripMs?: number;
+}
+
+interface Observed {
+  readonly atMs: number;
+  readonly text: string;
+}
+
+/** Tails a serial log, stamping each new line with the host time it appeared. */
+class SerialWatcher {
+  readonly lines: Observed[] = [];
+  readonly #fd: number;
+  readonly #timer: NodeJS.Timeout;
+  #position: number;
+  #partial = '';
+
+  constructor(path: string) {
+    this.#fd = openSync(path, 'r');
+    this.#position = readFileSync(path).length;
+    this.#timer = setInterval(() => this.poll(), 2);
+  }
+
+  poll(): void {
+    const buffer = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const n = readSync(this.#fd, buffer, 0, buffer.length, this.#position);
+      if (n <= 0) return;
+      this.#position += n;
+      const atMs = Date.now();
+      const parts = (this.#partial + buffer.subarray(0, n).toString('utf8')).split(/\r?\n/);
+      this.#partial = parts.pop() ?? '';
+      for (const text of parts) this.lines.push({ atMs, text });
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.poll();
+    closeSync(this.#fd);
+  }
+}
+
+function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank] ?? Number.NaN;
+}
+
+const fmt = (ms: number | null | undefined, digits = 1): string =>
+  ms === null || ms === undefined || Number.isNaN(ms) ? '-' : ms.toFixed(digits);
+const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+/** Longest gap between beats that arrived within [from, to]. */
+function beatGap(lines: readonly Observed[], from: number, to: number): number | null {
+  const beats = lines.filter((l) => /^B \d+ /.test(l.text) && l.atMs >= from && l.atMs <= to).map((l) => l.atMs);
+  if (beats.length < 2) return null;
+  let max = 0;
+  for (let i = 1; i < beats.length; i++) max = Math.max(max, (beats[i] ?? 0) - (beats[i - 1] ?? 0));
+  return max;
+}
+
+/** The guest's own tick gap reported by the first TICK line after `at`. */
+function guestTickGap(lines: readonly Observed[], at: number): number | null {
+  const line = lines.find((l) => l.atMs > at && l.text.startsWith('TICK '));
+  const match = line === undefined ? null : /gap_ms=(\d+)/.exec(line.text);
+  return match ? Number(match[1]) : null;
+}
+
+async function waitForLine(path: string, pattern: RegExp, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pattern.test(readFileSync(path, 'utf8'))) {
+    if (Date.now() > end) throw new Error(`${path}: no ${pattern} within ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
+
+function record(kind: Move['kind'], sizeMb: number, result: QemuSwapVmmResult, watcher: SerialWatcher): Move {
+  const stopped = result.stoppedAt ?? result.startedAt;
+  const resumed = result.resumedAt ?? result.completedAt;
+  return {
+    kind,
+    sizeMb,
+    pauseMs: result.downtimeMs,
+    qemuDowntimeMs: result.migration?.qemuDowntimeMs ?? null,
+    totalMs: result.totalMs,
+    transferredBytes: result.migration?.transferredBytes ?? 0,
+    ramTotalBytes: result.migration?.ramTotalBytes ?? 0,
+    beatGapMs: beatGap(watcher.lines, stopped - 100, resumed + 300),
+    guestTickGapMs: guestTickGap(watcher.lines, resumed),
+  };
+}
+
+async function benchSize(driver: QemuDriver, sizeMb: number): Promise<Move[]> {
+  const dirtyMb = Math.max(16, Math.round(sizeMb * DIRTY_FRACTION));
+  const kernelArgs = `tenant.beat=1 tenant.dirty_mb=${dirtyMb}`;
+  const inPlace = `ip-${sizeMb}`;
+  const copying = `cp-${sizeMb}`;
+  process.stdout.write(`\n${sizeMb} MB: booting ${inPlace} (shared RAM) and ${copying} (private RAM)...`);
+  const started = Date.now();
+  const [ip, cp] = await Promise.all([
+    driver.launch({ vm: inPlace, ramMb: sizeMb, kernelArgs, deadline: Date.now() + 300_000 }),
+    driver.launch({ vm: copying, ramMb: sizeMb, kernelArgs, sharedMemory: false, deadline: Date.now() + 300_000 }),
+  ]);
+  for (const info of [ip, cp]) await waitForLine(info.serialLog, /dirtier mb=/, 120_000);
+  // Let the dirtier touch its whole region once.
+  await sleep(5_000);
+  process.stdout.write(` up in ${((Date.now() - started) / 1000).toFixed(0)} s, dirtying ${dirtyMb} MB each\n`);
+  const moves: Move[] = [];
+  try {
+    const watcher = new SerialWatcher(ip.serialLog);
+    await sleep(2_000);
+    const quiet = beatGap(watcher.lines, 0, Date.now());
+    process.stdout.write(`  tick beats without any move: longest silence ${fmt(quiet)} ms (the baseline)\n`);
+    for (let i = 0; i < SWAPS; i++) {
+      const target = i % 2 === 0 ? VMM_B : VMM_A;
+      const result = await driver.swapVmm({ vm: inPlace, targetVersion: target, deadline: Date.now() + 30_000 });
+      await sleep(1_200);
+      const clock = await driver.resyncClock({ vm: inPlace });
+      const move = {
+        ...record('in-place', sizeMb, result, watcher),
+        residualMs: clock.residualMs,
+        roundTripMs: clock.roundTripMs,
+      };
+      moves.push(move);
+      process.stdout.write(
+        `  in-place ${i + 1}/${SWAPS}: pause ${fmt(move.pauseMs)} ms (QEMU ${fmt(move.qemuDowntimeMs, 0)}), ` +
+          `beats silent ${fmt(move.beatGapMs, 0)} ms, guest tick gap ${fmt(move.guestTickGapMs, 0)} ms, ` +
+          `sent ${mb(move.transferredBytes)}, total ${fmt(move.totalMs, 0)} ms, ` +
+          `clock residual ${fmt(clock.residualMs, 2)} ms (round trip ${fmt(clock.roundTripMs, 2)} ms)\n`,
+      );
+    }
+    watcher.stop();
+    const copyWatcher = new SerialWatcher(cp.serialLog);
+    for (let i = 0; i < COPIES; i++) {
+      try {
+        const result = await driver.migrateLocally({
+          vm: copying,
+          targetVersion: VMM_A,
+          ramTransfer: 'copy',
+          deadline: Date.now() + 180_000,
+        });
+        await sleep(1_200);
+        const move = record('copy', sizeMb, result, copyWatcher);
+        moves.push(move);
+        process.stdout.write(
+          `  copy ${i + 1}/${COPIES}: pause ${fmt(move.pauseMs)} ms (QEMU ${fmt(move.qemuDowntimeMs, 0)}), ` +
+            `beats silent ${fmt(move.beatGapMs, 0)} ms, sent ${mb(move.transferredBytes)} ` +
+            `(RAM accounted ${mb(move.ramTotalBytes)}), total ${fmt(move.totalMs, 0)} ms\n`,
+        );
+      } catch (error) {
+        process.stdout.write(`  copy ${i + 1}/${COPIES}: FAILED ${(error as Error).message}\n`);
+      }
+    }
+    copyWatcher.stop();
+  } finally {
+    await driver.destroy({ vm: inPlace }).catch(() => undefined);
+    await driver.destroy({ vm: copying }).catch(() => undefined);
+  }
+  return moves;
+}
+
+async function main(): Promise<void> {
+  const build = spawnSync('bash', [join(REPO, 'scripts', 'guest', 'build-guest.sh'), GUEST_DIR], { encoding: 'utf8' });
+  if (build.status !== 0) throw new Error(`build-guest.sh failed: ${build.stderr}`);
+  const runDir = mkdtempSync('/tmp/iq-bench-');
+  const qemu = '/usr/bin/qemu-system-x86_64';
+  const driver = await QemuDriver.open({
+    host: 'bench',
+    runDir,
+    accel: ACCEL,
+    vmmBuilds: { [VMM_A]: qemu, [VMM_B]: qemu },
+    defaultVmmVersion: VMM_A,
+    kernel: join(GUEST_DIR, 'vmlinuz'),
+    initrd: join(GUEST_DIR, 'initrd.img'),
+    bootTimeoutMs: 300_000,
+  });
+  process.stdout.write(
+    `in-place VMM update vs copying migration; accel ${ACCEL}, ${SWAPS} swaps and ${COPIES} copies per size, ` +
+      `guests dirtying ${Math.round(DIRTY_FRACTION * 100)}% of their RAM\n`,
+  );
+  const all: Move[] = [];
+  try {
+    for (const size of SIZES) all.push(...(await benchSize(driver, size)));
+  } finally {
+    await driver.close();
+    await destroyQemuRunDir(runDir);
+  }
+  report(all);
+}
+
+function report(all: readonly Move[]): void {
+  const of = (kind: Move['kind'], size: number): Move[] => all.filter((m) => m.kind === kind && m.sizeMb === size);
+  const pauses = (moves: readonly Move[]): number[] => moves.map((m) => m.pauseMs);
+  process.stdout.write(
+    '\n  RAM    | in-place pause p50 / p99 | beats silent p50 / p99 | guest tick gap p50 | sent      | copy pause p50 / p99 | copy sent  | copy/in-place (p50)\n',
+  );
+  const rows: { size: number; p50: number; p99: number; copyP50: number }[] = [];
+  for (const size of SIZES) {
+    const ip = of('in-place', size);
+    const cp = of('copy', size);
+    const p50 = percentile(pauses(ip), 50);
+    const p99 = percentile(pauses(ip), 99);
+    const copyP50 = percentile(pauses(cp), 50);
+    rows.push({ size, p50, p99, copyP50 });
+    const beat = ip.map((m) => m.beatGapMs).filter((v): v is number => v !== null);
+    const tick = ip.map((m) => m.guestTickGapMs).filter((v): v is number => v !== null);
+    process.stdout.write(
+      `  ${String(size).padStart(4)} MB | ${fmt(p50).padStart(8)} / ${fmt(p99).padEnd(8)} ms     | ` +
+        `${fmt(percentile(beat, 50), 0).padStart(6)} / ${fmt(percentile(beat, 99), 0).padEnd(6)} ms      | ` +
+        `${fmt(percentile(tick, 50), 0).padStart(6)} ms          | ${mb(
+          percentile(
+            ip.map((m) => m.transferredBytes),
+            50,
+          ),
+        ).padEnd(9)} | ` +
+        `${fmt(copyP50).padStart(8)} / ${fmt(percentile(pauses(cp), 99)).padEnd(8)} ms | ${mb(
+          percentile(
+            cp.map((m) => m.transferredBytes),
+            50,
+          ),
+        ).padEnd(10)} | ` +
+        `${fmt(copyP50 / p50)}x\n`,
+    );
+  }
+  const first = rows[0];
+  const last = rows[rows.length - 1];
+  const residuals = all.filter((m) => m.residualMs !== undefined);
+  const within = residuals.filter((m) => Math.abs(m.residualMs ?? 0) <= (m.roundTripMs ?? 0));
+  process.stdout.write('\n');
+  if (first !== undefined && last !== undefined && first !== last) {
+    const ratio = last.p99 / first.p99;
+    const ratio50 = last.p50 / first.p50;
+    line(
+      ratio <= TARGET_SIZE_RATIO,
+      `pause p99(${last.size} MB)/p99(${first.size} MB) = ${fmt(ratio, 2)} (p50 ratio ${fmt(ratio50, 2)}; target <= ${TARGET_SIZE_RATIO})`,
+    );
+  }
+  for (const row of rows) {
+    line(
+      row.p99 <= TARGET_P99_MS,
+      `${row.size} MB: in-place pause p99 ${fmt(row.p99)} ms (target <= ${TARGET_P99_MS} ms)`,
+    );
+    if (!Number.isNaN(row.copyP50)) {
+      line(
+        row.copyP50 / row.p50 >= TARGET_COPY_RATIO,
+        `${row.size} MB: copying pause / in-place pause = ${fmt(row.copyP50 / row.p50)}x (target >= ${TARGET_COPY_RATIO}x)`,
+      );
+    }
+  }
+  const absResiduals = residuals.map((m) => Math.abs(m.residualMs ?? 0));
+  line(
+    within.length === residuals.length,
+    `clock residual after resync: |p50| ${fmt(percentile(absResiduals, 50), 2)} ms, |max| ${fmt(Math.max(...absResiduals), 2)} ms; ` +
+      `agent round trip p50 ${fmt(
+        percentile(
+          residuals.map((m) => m.roundTripMs ?? 0),
+          50,
+        ),
+        2,
+      )} ms; ` +
+      `${within.length}/${residuals.length} within one round trip`,
+  );
+  const json = process.env['BENCH_JSON'];
+  if (json) writeFileSync(json, `${JSON.stringify(all, null, 2)}\n`);
+}
+
+function line(pass: boolean, text: string): void {
+  process.stdout.write(`${pass ? 'PASS' : 'FAIL'} ${text}\n`);
+}
+
+await main();
