@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { IntermissionError, coerceError, type Clock, type MaintenanceEvent } from '../domain/index.js';
+import { IntermissionError, coerceError, type Clock } from '../domain/index.js';
 import { nextWindowStart, type HostStep, type Plan, type Wave } from '../domain/rollout/index.js';
 import type { AgentClient, HostStepRequest, HostStepStatus } from '../agent/index.js';
 import type { EventService } from '../service/event-service.js';
