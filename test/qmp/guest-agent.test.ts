@@ -113,7 +113,8 @@ void describe('GuestAgentClient commands', () => {
     const { client } = await setup(t, { clockOffsetMs: -5000, oneWayDelayMs: 10 });
     const reading = await client.getTime();
     assert.ok(reading.roundTripMs >= 19, `round trip ${reading.roundTripMs}`);
-    assert.ok(Math.abs(reading.offsetMs + 5000) < 10, `offset ${reading.offsetMs}`);
+    // A reading is only as exact as the round trip is symmetric: the error is bounded by half of it.
+    assert.ok(Math.abs(reading.offsetMs + 5000) <= Math.max(10, reading.roundTripMs / 2), `offset ${reading.offsetMs}`);
     assert.ok(reading.hostSentMs <= reading.hostMidpointMs && reading.hostMidpointMs <= reading.hostReceivedMs);
     assert.equal(reading.offsetMs, reading.guestTimeMs - reading.hostMidpointMs);
   });
@@ -156,11 +157,18 @@ void describe('resyncGuestClock', () => {
   void it('brings a guest that is 4 s behind to within a few ms, compensating half the round trip', async (t) => {
     const { agent, client } = await setup(t, { clockOffsetMs: -4000, oneWayDelayMs: 15 });
     const result = await resyncGuestClock({ agent: client, now: Date.now });
-    assert.ok(Math.abs(result.offsetBeforeMs + 4000) < 15, `offset before ${result.offsetBeforeMs}`);
+    assert.ok(
+      Math.abs(result.offsetBeforeMs + 4000) <= Math.max(15, result.roundTripMs / 2),
+      `offset before ${result.offsetBeforeMs}`,
+    );
     assert.ok(result.roundTripMs >= 29, `round trip ${result.roundTripMs}`);
     assert.ok(result.compensationMs >= 14, `compensation ${result.compensationMs}`);
-    assert.ok(Math.abs(result.residualMs) < 10, `residual ${result.residualMs}`);
-    assert.ok(Math.abs(agent.clockOffsetMs) < 10, `fake clock offset ${agent.clockOffsetMs}`);
+    // Within one agent round trip (the issue's bound); on a quiet machine a few ms.
+    assert.ok(Math.abs(result.residualMs) <= Math.max(10, result.roundTripMs), `residual ${result.residualMs}`);
+    assert.ok(
+      Math.abs(agent.clockOffsetMs) <= Math.max(10, result.roundTripMs),
+      `fake clock offset ${agent.clockOffsetMs}`,
+    );
   });
 
   void it('measures against the clock it is given', async (t) => {

@@ -142,7 +142,7 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
     }
 
     const broken: SqliteMigration = {
-      version: 2,
+      version: SQLITE_MIGRATIONS.length + 1,
       name: 'broken',
       statements: ['CREATE TABLE half_done (x INTEGER)', 'THIS IS NOT SQL'],
     };
@@ -174,12 +174,21 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
       const { db, raw } = memoryKysely();
       try {
         const error = await rejectsWith(migrateSqlite(db, [...SQLITE_MIGRATIONS, broken]), 'STORE_FAILURE');
-        assert.match(String(error.details.action), /000002-broken/);
+        const last = SQLITE_MIGRATIONS.length;
+        assert.match(String(error.details.action), new RegExp(`${String(broken.version).padStart(6, '0')}-broken`));
         const tables = raw.prepare(`SELECT name FROM sqlite_schema WHERE name = 'half_done'`).all();
         assert.deepEqual(tables, []);
-        assert.deepEqual(raw.prepare('SELECT version FROM intermission_migrations').all(), [{ version: 1 }]);
+        assert.deepEqual(
+          raw.prepare('SELECT version FROM intermission_migrations').all(),
+          SQLITE_MIGRATIONS.map((m) => ({ version: m.version })),
+          'every earlier migration stays applied; the broken one left nothing',
+        );
         const fixed = { ...broken, statements: ['CREATE TABLE half_done (x INTEGER)'] };
-        assert.deepEqual(await migrateSqlite(db, [...SQLITE_MIGRATIONS, fixed]), { from: 1, to: 2, applied: [2] });
+        assert.deepEqual(await migrateSqlite(db, [...SQLITE_MIGRATIONS, fixed]), {
+          from: last,
+          to: last + 1,
+          applied: [last + 1],
+        });
       } finally {
         await db.destroy();
       }
