@@ -2,6 +2,7 @@
  * The benchmark region shared by the planner and rollout benchmarks: 10,000 hosts, 5,000
  * availability sets of 20 update domains (48 VMs each) and 10,000 standalone VMs, 250,000 VMs in all.
  */
+import { INSTANCE_DEFAULTS } from '../src/domain/fleet.js';
 import type { Fleet, Host, Vm, VmInstanceInfo } from '../src/domain/vocabulary.js';
 import type { VmCapabilities } from '../src/domain/rollout/index.js';
 
@@ -26,25 +27,7 @@ function rng(seed: number): (n: number) => number {
   };
 }
 
-const INSTANCE: VmInstanceInfo = Object.freeze({
-  location: 'bench',
-  vmSize: 'Standard_D2s_v3',
-  osType: 'Linux',
-  resourceGroupName: 'bench',
-  subscriptionId: '00000000-0000-0000-0000-000000000000',
-  tags: {},
-  zone: '',
-  computerName: '',
-  adminUsername: 'azureuser',
-  publicKeys: [],
-  userData: '',
-  macAddress: '',
-  privateIpAddress: '',
-  subnetAddress: '10.0.0.0',
-  subnetPrefix: '24',
-  priority: 'Regular',
-  vmScaleSetName: '',
-});
+const INSTANCE: VmInstanceInfo = Object.freeze({ ...INSTANCE_DEFAULTS, location: 'bench', resourceGroupName: 'bench' });
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
 

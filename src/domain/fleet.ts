@@ -82,7 +82,8 @@ export const fleetFileSchema = z
 
 export type FleetFile = z.input<typeof fleetFileSchema>;
 
-const INSTANCE_DEFAULTS: VmInstanceInfo = {
+/** Instance facts of a VM whose fleet file says nothing about them. */
+export const INSTANCE_DEFAULTS: VmInstanceInfo = Object.freeze({
   location: 'local',
   vmSize: 'Standard_D2s_v3',
   osType: 'Linux',
@@ -100,7 +101,7 @@ const INSTANCE_DEFAULTS: VmInstanceInfo = {
   subnetPrefix: '24',
   priority: 'Regular',
   vmScaleSetName: '',
-};
+});
 
 /**
  * Validates a parsed fleet file and fills in what it leaves out: update and fault domains are dealt

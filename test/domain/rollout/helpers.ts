@@ -1,6 +1,6 @@
 /** Fleet builders and the plan invariant checker shared by the rollout tests. */
 import assert from 'node:assert/strict';
-import { derivedGuid } from '../../../src/domain/fleet.js';
+import { INSTANCE_DEFAULTS, derivedGuid } from '../../../src/domain/fleet.js';
 import { minimumNotice, type EventTiming } from '../../../src/domain/events/notice.js';
 import { HOUR, MINUTE } from '../../../src/domain/time.js';
 import type { AvailabilitySet, Fleet, Host, Vm, VmInstanceInfo } from '../../../src/domain/vocabulary.js';
@@ -16,25 +16,7 @@ import {
 
 export const NOW = Date.UTC(2026, 0, 1);
 
-const INSTANCE: VmInstanceInfo = Object.freeze({
-  location: 'local',
-  vmSize: 'Standard_D2s_v3',
-  osType: 'Linux',
-  resourceGroupName: 'test',
-  subscriptionId: '00000000-0000-0000-0000-000000000000',
-  tags: {},
-  zone: '',
-  computerName: '',
-  adminUsername: 'azureuser',
-  publicKeys: [],
-  userData: '',
-  macAddress: '',
-  privateIpAddress: '',
-  subnetAddress: '10.0.0.0',
-  subnetPrefix: '24',
-  priority: 'Regular',
-  vmScaleSetName: '',
-});
+const INSTANCE: VmInstanceInfo = Object.freeze({ ...INSTANCE_DEFAULTS, resourceGroupName: 'test' });
 
 /** A VM as the tests describe it: name, host, and optionally set and update domain. */
 export interface VmSpec {
