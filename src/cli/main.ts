@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { IntermissionError, coerceError } from '../domain/index.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerEventCommands } from './commands/events.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerRolloutCommands } from './commands/rollouts.js';
@@ -21,6 +22,7 @@ export function buildProgram(output: Output = processOutput): Command {
   registerEventCommands(program, output);
   registerTokenCommands(program, output);
   registerFleetCommands(program, output);
+  registerClusterCommands(program, output);
   return program;
 }
 

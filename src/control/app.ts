@@ -12,6 +12,10 @@ import {
 import type { EventService } from '../service/event-service.js';
 import { DRILL_OWNER_PREFIX } from '../service/event-service.js';
 import type { Controller } from '../controller/controller.js';
+import { dashboardRoutes } from './dashboard.js';
+import { LIVE_STREAM_PATH, liveStream, type LiveHub } from './live.js';
+import { METRICS_PATH, OPENAPI_PATH, openApiDocument } from './openapi.js';
+import { metricsHandler, type IntermissionMetrics } from '../metrics/index.js';
 import { rolloutRoutes } from './rollouts.js';
 import type { Principal, TokenAuthority } from './tokens.js';
 
@@ -88,15 +92,20 @@ export interface ControlAppOptions {
   readonly tokens: TokenAuthority;
   /** The rollout controller; without it the rollout routes answer 404. */
   readonly controller?: Controller;
+  /** The live feed behind GET /v1/stream; without it the stream answers 503. */
+  readonly live?: LiveHub;
+  /** The process's metrics, served at GET /metrics (Prometheus text format, no token). */
+  readonly metrics?: IntermissionMetrics;
 }
 
 type Env = { Variables: { principal: Principal } };
 
 /**
  * The control API as a fetch handler: fleet, events and drills for operators, and for tenants
- * the events of their own VMs. Every request needs `Authorization: Bearer <token>`.
+ * the events of their own VMs. Every /v1 request needs `Authorization: Bearer <token>`; the OpenAPI
+ * document (GET /openapi.json) and the dashboard's static files (/, /dashboard/*) need none.
  */
-export function createControlApp({ service, tokens, controller }: ControlAppOptions): Hono<Env> {
+export function createControlApp({ service, tokens, controller, live, metrics }: ControlAppOptions): Hono<Env> {
   const app = new Hono<Env>();
 
   app.onError((error, c) => {
@@ -111,9 +120,23 @@ export function createControlApp({ service, tokens, controller }: ControlAppOpti
   });
   app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
 
+  // No token: the API's description and the dashboard (which asks for a token itself).
+  const openApi = openApiDocument({ scheduleRequest: scheduleRequestSchema, tokenRequest: tokenRequestSchema });
+  app.get(OPENAPI_PATH, (c) => c.json(openApi));
+  app.route('/', dashboardRoutes());
+  // Prometheus scrapes without a token, like most exporters; the control address is loopback by default.
+  if (metrics) {
+    const serveMetrics = metricsHandler(metrics);
+    app.get(METRICS_PATH, (c) => serveMetrics(c.req.raw));
+  }
+
   app.use('/v1/*', async (c, next) => {
     const header = c.req.header('authorization') ?? '';
-    const principal = tokens.authenticate(/^Bearer\s+(.+)$/i.exec(header)?.[1]?.trim());
+    const bearer = /^Bearer\s+(.+)$/i.exec(header)?.[1]?.trim();
+    // EventSource cannot send headers: the stream alone also takes ?token= (documented in openapi.ts).
+    const principal = tokens.authenticate(
+      bearer ?? (c.req.path === LIVE_STREAM_PATH ? c.req.query('token') : undefined),
+    );
     if (!principal)
       throw new IntermissionError(
         'UNAUTHORIZED',
@@ -232,6 +255,11 @@ export function createControlApp({ service, tokens, controller }: ControlAppOpti
     if (!mayAct(c.get('principal'), [name])) throw new IntermissionError('NOT_FOUND', `no VM named ${name}`);
     const doc = service.document(name);
     return c.json({ scope: doc.scope, incarnation: doc.incarnation, events: doc.events.map(eventView) });
+  });
+
+  app.get(LIVE_STREAM_PATH, (c) => {
+    if (!live) throw new IntermissionError('UNREACHABLE', 'this server has no live feed');
+    return liveStream(c, { hub: live, principal: c.get('principal'), now: () => service.now() });
   });
 
   if (controller) app.route('/v1', rolloutRoutes(controller));

@@ -215,16 +215,21 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
   /** Publishes the wave's events with at least the plan's notice, starting inside a window. */
   async #publish(rollout: RolloutRecord, wave: Wave, now: number): Promise<void> {
     const windows = rollout.plan.policy.windows;
-    const earliest = now + wave.noticeMs;
-    const notBefore = windows.length === 0 ? earliest : (nextWindowStart(windows, earliest) ?? earliest);
     let published = 0;
     for (const planned of wave.events) {
       if (this.#events.get(planned.eventId)) continue; // published before a restart
+      // Each event gets the full notice from the moment it is written (publishing a big wave takes
+      // time): a relative notice is measured by the event service itself. With windows, NotBefore
+      // is the first window start after the notice.
+      const earliest = Math.max(now, this.#events.now()) + wave.noticeMs;
+      const windowStart = windows.length === 0 ? undefined : nextWindowStart(windows, earliest);
       await this.#events.schedule({
         eventId: planned.eventId,
         type: planned.type,
         resources: planned.resources,
-        notBefore,
+        ...(windowStart === undefined || windowStart <= earliest
+          ? { noticeMs: wave.noticeMs }
+          : { notBefore: windowStart }),
         description: planned.description,
         source: planned.source,
         durationInSeconds: planned.durationInSeconds,
@@ -446,6 +451,8 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
       try {
         vms = await this.#agent(record.host).vms();
       } catch (error) {
+        // An agent restarting right now is not a failed host: ask again for up to the grace time.
+        if (now < (rollout.settleUntil ?? now) + this.#pollGraceMs) return 'wait';
         failedHosts.add(record.host);
         reasons.push(`${record.host}: agent unreachable for the health gate (${coerceError(error).message})`);
         continue;

@@ -10,8 +10,11 @@ import {
 } from '../domain/index.js';
 import { createControlApp } from '../control/app.js';
 import { controlFileSchema } from '../control/client.js';
+import { LiveHub } from '../control/live.js';
+import { feedLiveHub } from '../control/live-feed.js';
 import { TokenAuthority, writeFileAtomic } from '../control/tokens.js';
 import { createMetadataApp, listenMetadata } from '../imds/index.js';
+import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
 import { EventService } from './event-service.js';
@@ -46,6 +49,8 @@ export interface MetadataRuntimeOptions {
 export interface MetadataRuntime {
   readonly service: EventService;
   readonly controller: Controller | undefined;
+  /** The live feed of the control API (GET /v1/stream). */
+  readonly live: LiveHub;
   readonly hosts: HostAgents | undefined;
   readonly metadata: readonly { vm: string; address: ListenAddress }[];
   readonly control: ListenAddress;
@@ -63,6 +68,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   for (const b of options.bindings) index.requireVm(b.vm);
   const seen = new Set<string>();
   for (const b of options.bindings) {
+    if ('port' in b.address && b.address.port === 0) continue; // port 0: each binding gets its own port
     const key = formatAddress(b.address);
     if (seen.has(key)) throw new IntermissionError('INVALID_INPUT', `address ${key} is bound twice`);
     seen.add(key);
@@ -104,18 +110,32 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const tokens = await TokenAuthority.open(stateDir);
     const controlFile = join(stateDir, 'control.json');
     const operatorToken = await operatorTokenFor(tokens, controlFile);
+    const metrics = createMetrics({ processMetrics: true });
+    metrics.observeEventService(service);
+    if (controller) {
+      const rollouts = await store.listRollouts();
+      const steps = (
+        await Promise.all(rollouts.filter((r) => r.status !== 'completed').map((r) => store.listSteps(r.id)))
+      ).flat();
+      metrics.observeExecutor(controller.executor, { restore: { rollouts, steps } });
+    }
+    for (const agent of hosts?.agents.values() ?? []) metrics.observeAgent(agent);
+    const live = new LiveHub({ now: () => service.now() });
+    const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
+    cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
-      createControlApp({ service, tokens, ...(controller ? { controller } : {}) }).fetch,
+      createControlApp({ service, tokens, live, metrics, ...(controller ? { controller } : {}) }).fetch,
       options.control,
     );
     cleanups.push(() => control.close());
+    cleanups.push(() => Promise.resolve(live.close())); // runs first: open streams end, so the server can close
     await writeFileAtomic(
       controlFile,
       JSON.stringify({ address: formatAddress(control.address), token: operatorToken, pid: process.pid }, null, 2) +
         '\n',
     );
 
-    const metadataApp = createMetadataApp({ backend: service });
+    const metadataApp = createMetadataApp({ backend: service, onEvent: metrics.metadataListener });
     const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
     cleanups.push(() => listeners.close());
     service.startTicking();
@@ -125,6 +145,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     return {
       service,
       controller,
+      live,
       hosts,
       metadata: listeners.addresses,
       control: control.address,

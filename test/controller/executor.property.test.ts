@@ -29,7 +29,10 @@ interface Scenario {
 
 const scenario: fc.Arbitrary<Scenario> = fc.record({
   hosts: fc.integer({ min: 2, max: 6 }),
-  sets: fc.array(fc.record({ uds: fc.integer({ min: 1, max: 3 }), vms: fc.integer({ min: 1, max: 6 }) }), { minLength: 1, maxLength: 3 }),
+  sets: fc.array(fc.record({ uds: fc.integer({ min: 1, max: 3 }), vms: fc.integer({ min: 1, max: 6 }) }), {
+    minLength: 1,
+    maxLength: 3,
+  }),
   standalone: fc.integer({ min: 0, max: 3 }),
   budgetS: fc.integer({ min: 3, max: 30 }),
   applyS: fc.integer({ min: 1, max: 8 }),
@@ -37,7 +40,10 @@ const scenario: fc.Arbitrary<Scenario> = fc.record({
   maxPaused: fc.option(fc.integer({ min: 4, max: 12 }), { nil: null }),
   approveChance: fc.double({ min: 0, max: 1, noNaN: true }),
   faults: fc.array(
-    fc.record({ host: fc.nat({ max: 5 }), kind: fc.constantFrom('hang' as const, 'fail' as const, 'slow' as const, 'resume-fail' as const) }),
+    fc.record({
+      host: fc.nat({ max: 5 }),
+      kind: fc.constantFrom('hang' as const, 'fail' as const, 'slow' as const, 'resume-fail' as const),
+    }),
     { maxLength: 2 },
   ),
   restartAt: fc.option(fc.integer({ min: 1, max: 200 }), { nil: null }),
@@ -93,15 +99,33 @@ describe('executor invariants over random fleets, policies, approvals, faults an
         const time = new VirtualTime();
         const fleet = fleetFor(s);
         const store = await openSqliteStore({ path: join(dir, `run-${run++}.db`) });
-        const events = await EventService.open({ fleet, store, clock: time.clock, timing: eventTiming({ scale: timeScale(60) }) });
-        const sim = createSimFleet({ fleet: fleet.fleet, time, seed: s.seed, host: (h) => ({ faults: faultsFor(s, h) }) });
+        const events = await EventService.open({
+          fleet,
+          store,
+          clock: time.clock,
+          timing: eventTiming({ scale: timeScale(60) }),
+        });
+        const sim = createSimFleet({
+          fleet: fleet.fleet,
+          time,
+          seed: s.seed,
+          host: (h) => ({ faults: faultsFor(s, h) }),
+        });
         const agents: HostAgent[] = [];
         const clients = new Map<string, AgentClient>();
         for (const [host, simHost] of sim) {
-          const agent = await HostAgent.start({ driver: simHost.connect(), journal: new MemoryJournal(), time, applyTimeoutMs: 60 * SECOND });
+          const agent = await HostAgent.start({
+            driver: simHost.connect(),
+            journal: new MemoryJournal(),
+            time,
+            applyTimeoutMs: 60 * SECOND,
+          });
           agents.push(agent);
           const app = createAgentApp({ agent, token: 't' });
-          clients.set(host, new AgentClient({ host, baseUrl: 'http://agent.invalid', token: 't', fetch: (r) => app.fetch(r) }));
+          clients.set(
+            host,
+            new AgentClient({ host, baseUrl: 'http://agent.invalid', token: 't', fetch: (r) => app.fetch(r) }),
+          );
         }
         const failures: string[] = [];
         const watch = (controller: Controller): void => {
@@ -111,16 +135,25 @@ describe('executor invariants over random fleets, policies, approvals, faults an
             // Invariant 3: every VM of the step has a Started event that was approved or past NotBefore.
             for (const vm of fleet.vmsOnHost(step.host)) {
               const live = events.list().find((e) => e.resources.includes(vm.name));
-              if (live && live.phase === 'Scheduled') failures.push(`${vm.name}: step dispatched while its event was only Scheduled`);
-              if (live && live.approvedAt === undefined && now < live.notBefore) failures.push(`${vm.name}: step before NotBefore`);
+              if (live && live.phase === 'Scheduled')
+                failures.push(`${vm.name}: step dispatched while its event was only Scheduled`);
+              if (live && live.approvedAt === undefined && now < live.notBefore)
+                failures.push(`${vm.name}: step before NotBefore`);
             }
-            inFlight.set(step.host, fleet.vmsOnHost(step.host).filter((v) => v.availabilitySet).map((v) => `${v.availabilitySet}:${v.updateDomain}`));
+            inFlight.set(
+              step.host,
+              fleet
+                .vmsOnHost(step.host)
+                .filter((v) => v.availabilitySet)
+                .map((v) => `${v.availabilitySet}:${v.updateDomain}`),
+            );
             const uds = new Map<string, Set<string>>();
             for (const pair of [...inFlight.values()].flat()) {
               const [set, ud] = pair.split(':') as [string, string];
               uds.set(set, (uds.get(set) ?? new Set()).add(ud));
             }
-            for (const [set, u] of uds) if (u.size > 1) failures.push(`set ${set} had update domains ${[...u].join(',')} at once`);
+            for (const [set, u] of uds)
+              if (u.size > 1) failures.push(`set ${set} had update domains ${[...u].join(',')} at once`);
           });
           controller.executor.on('rollout:step:finished', (step) => inFlight.delete(step.host));
         };
@@ -151,7 +184,11 @@ describe('executor invariants over random fleets, policies, approvals, faults an
             await controller.executor.reconcileOnce();
             await events.tick();
             for (const e of events.list()) {
-              if (e.phase === 'Scheduled' && e.approvedAt === undefined && ((s.seed + pass) % 100) / 100 < s.approveChance) {
+              if (
+                e.phase === 'Scheduled' &&
+                e.approvedAt === undefined &&
+                ((s.seed + pass) % 100) / 100 < s.approveChance
+              ) {
                 const vm = e.resources[0];
                 if (vm) await events.approve(vm, [e.eventId]);
               }
@@ -168,15 +205,20 @@ describe('executor invariants over random fleets, policies, approvals, faults an
           assert.ok(done, 'the rollout ended');
           const ops = await store.listOperations({ rolloutId: rollout.id });
           for (const op of ops) {
-            if (op.pauseMs !== null && op.pauseMs > op.pauseBudgetMs) failures.push(`${op.vm} paused ${op.pauseMs} ms > ${op.pauseBudgetMs}`);
+            if (op.pauseMs !== null && op.pauseMs > op.pauseBudgetMs)
+              failures.push(`${op.vm} paused ${op.pauseMs} ms > ${op.pauseBudgetMs}`);
           }
           for (const [name, host] of sim) {
-            if (host.appliedUpdates().length > 1) failures.push(`${name} patched ${host.appliedUpdates().length} times`);
+            if (host.appliedUpdates().length > 1)
+              failures.push(`${name} patched ${host.appliedUpdates().length} times`);
             for (const vm of host.vms()) if (vm.state === 'paused') failures.push(`${vm.name} left paused`);
           }
           const history = await events.history({ includeRemoved: true });
-          const planned = rollout.plan.waves.slice(0, (await store.getRollout(rollout.id))?.wave ?? 0).flatMap((w) => w.events.map((e) => e.eventId));
-          for (const id of planned) if (!history.some((e) => e.eventId === id)) failures.push(`event ${id} of a finished wave is missing`);
+          const planned = rollout.plan.waves
+            .slice(0, (await store.getRollout(rollout.id))?.wave ?? 0)
+            .flatMap((w) => w.events.map((e) => e.eventId));
+          for (const id of planned)
+            if (!history.some((e) => e.eventId === id)) failures.push(`event ${id} of a finished wave is missing`);
           assert.deepEqual(failures, []);
         } finally {
           // Steps still under way (a hung update) end at their deadlines: let virtual time run out.

@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { controlFileSchema } from '../../control/client.js';
 import { IntermissionError, parseDuration, timeScale, type EventTimingOptions } from '../../domain/index.js';
 import { formatAddress, httpUrl, parseAddress } from '../../service/address.js';
 import { loadFleetFile } from '../../service/fleet-file.js';
@@ -11,14 +13,16 @@ import type { Output } from '../output.js';
 /** The demo fleet shipped with the package. */
 export const DEMO_FLEET = fileURLToPath(new URL('../../../examples/demo-fleet.yaml', import.meta.url));
 
-interface TimingFlags {
+/** Flags of {@link timingOptions}, as commander hands them over. */
+export interface TimingFlags {
   timeScale?: string;
   linger?: string;
   terminateNotice?: string;
   logLevel?: string;
 }
 
-function timingFrom(flags: TimingFlags): EventTimingOptions {
+/** The event timing the flags of {@link timingOptions} ask for. */
+export function timingFrom(flags: TimingFlags): EventTimingOptions {
   return {
     ...(flags.timeScale === undefined ? {} : { scale: timeScale(Number(flags.timeScale)) }),
     ...(flags.linger === undefined ? {} : { lingerMs: parseDuration(flags.linger) }),
@@ -26,7 +30,8 @@ function timingFrom(flags: TimingFlags): EventTimingOptions {
   };
 }
 
-function timingOptions(cmd: Command): Command {
+/** Adds the time-scale, linger, terminate-notice and log-level flags. */
+export function timingOptions(cmd: Command): Command {
   return cmd
     .option('--time-scale <n>', 'divide every notice and linger by n, for demos and tests (production: 1)')
     .option('--linger <duration>', 'how long a finished event stays listed as Started', '5m')
@@ -34,14 +39,15 @@ function timingOptions(cmd: Command): Command {
     .option('--log-level <level>', 'fatal | error | warn | info | debug', 'info');
 }
 
-function parseBinding(text: string): MetadataBinding {
+/** Reads a `--bind <vm>=<address>` value. */
+export function parseBinding(text: string): MetadataBinding {
   const eq = text.indexOf('=');
   if (eq <= 0) throw new IntermissionError('INVALID_INPUT', `--bind wants <vm>=<address>, got ${JSON.stringify(text)}`);
   return { vm: text.slice(0, eq), address: parseAddress(text.slice(eq + 1)) };
 }
 
 /** Resolves when SIGINT or SIGTERM arrives. */
-function untilSignal(): Promise<NodeJS.Signals> {
+export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const done = (signal: NodeJS.Signals): void => {
       process.off('SIGINT', done);
@@ -121,11 +127,14 @@ export function registerServeCommands(program: Command, output: Output): void {
         logger: createLogger(flags.logLevel),
       });
       const scale = runtime.service.timing.scale.factor;
+      const { token } = controlFileSchema.parse(JSON.parse(await readFile(runtime.controlFile, 'utf8')));
       const first = runtime.metadata[0];
       output.out(
         [
           `Intermission is up: ${fleet.hosts.length} hosts, ${fleet.availabilitySets.length} availability sets, ${fleet.vms.length} VMs${scale === 1 ? '' : `, time scale ${scale}x (demo)`}.`,
           `control API   ${httpUrl(runtime.control)}  (token in ${runtime.controlFile})`,
+          `dashboard     ${httpUrl(runtime.control)}/#token=${encodeURIComponent(token)}  (signs you in; keep it private)`,
+          `OpenAPI       ${httpUrl(runtime.control)}/openapi.json`,
           ...runtime.metadata.map(
             (m) => `metadata      ${m.vm.padEnd(12)} ${httpUrl(m.address)}/metadata/scheduledevents`,
           ),

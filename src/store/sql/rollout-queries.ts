@@ -68,11 +68,7 @@ export function selectStepsQuery(
 ): CompiledQuery<HostStepsTable> {
   let q = db.selectFrom('host_steps').selectAll().where('rollout_id', '=', rolloutId);
   if (wave !== undefined) q = q.where('wave', '=', wave);
-  return q
-    .orderBy('wave')
-    .orderBy('batch')
-    .orderBy('host')
-    .compile();
+  return q.orderBy('wave').orderBy('batch').orderBy('host').compile();
 }
 
 export function upsertOperationsQuery(

@@ -1,0 +1,128 @@
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { IntermissionError } from '../../domain/index.js';
+import { formatAddress, parseAddress } from '../../service/address.js';
+import { startAgentRuntime } from '../../service/agent-runtime.js';
+import { loadAgentToken } from '../../service/agent-token.js';
+import { loadFleetFile } from '../../service/fleet-file.js';
+import { createLogger } from '../../service/logging.js';
+import { startMetadataRuntime } from '../../service/metadata-runtime.js';
+import { connectRemoteHosts, type RemoteAgent } from '../../service/remote-hosts.js';
+import type { Output } from '../output.js';
+import { parseBinding, timingFrom, timingOptions, untilSignal, type TimingFlags } from './serve.js';
+
+/** The token file when `--token-file` is not given: beside the process's own state. */
+const DEFAULT_TOKEN_FILE = 'agent.token';
+
+interface AgentFlags {
+  host: string;
+  fleet: string;
+  listen: string;
+  state: string;
+  tokenFile?: string;
+  seed: string;
+  logLevel: string;
+}
+
+interface ControllerFlags extends TimingFlags {
+  fleet: string;
+  state: string;
+  agent: string[];
+  control: string;
+  bind?: string[];
+  tokenFile?: string;
+}
+
+function parseAgent(text: string): RemoteAgent {
+  const eq = text.indexOf('=');
+  if (eq <= 0) {
+    throw new IntermissionError('INVALID_INPUT', `--agent wants <host>=<host:port>, got ${JSON.stringify(text)}`);
+  }
+  return { host: text.slice(0, eq), address: parseAddress(text.slice(eq + 1)) };
+}
+
+function parseSeed(text: string): number {
+  const seed = Number(text);
+  if (!Number.isSafeInteger(seed)) throw new IntermissionError('INVALID_INPUT', `--seed wants an integer, got ${text}`);
+  return seed;
+}
+
+/**
+ * The multi-process topology: `intermission agent` runs the agent of one host (here over a
+ * simulated host) and serves the agent API over HTTP; `intermission controller` runs the store,
+ * the event service, the control API and the rollout controller, and reaches the agents over HTTP.
+ * Both read the controller ↔ agent token from one file. Either process can be killed and restarted
+ * on the same state directory: the controller continues from its store, the agent from its journal.
+ */
+export function registerClusterCommands(program: Command, output: Output): void {
+  program
+    .command('agent')
+    .description('run the host agent of one (simulated) host of a fleet file, serving the agent API over HTTP')
+    .requiredOption('--host <name>', 'the fleet host this agent runs; it holds the fleet VMs of that host')
+    .requiredOption('--fleet <file>', 'fleet file (YAML or JSON)')
+    .requiredOption('--listen <address>', 'agent API address, host:port (port 0 picks a free one)')
+    .requiredOption('--state <dir>', 'state directory (the journal of host steps); keep it across restarts')
+    .option(
+      '--token-file <file>',
+      `controller ↔ agent token, created (mode 0600) if missing (default <state>/${DEFAULT_TOKEN_FILE})`,
+    )
+    .option('--seed <n>', 'seed of the simulated host timings', '1')
+    .option('--log-level <level>', 'fatal | error | warn | info | debug', 'info')
+    .action(async (flags: AgentFlags) => {
+      const runtime = await startAgentRuntime({
+        fleet: await loadFleetFile(flags.fleet),
+        host: flags.host,
+        stateDir: flags.state,
+        listen: parseAddress(flags.listen),
+        token: await loadAgentToken(flags.tokenFile ?? join(flags.state, DEFAULT_TOKEN_FILE)),
+        seed: parseSeed(flags.seed),
+        logger: createLogger(flags.logLevel),
+      });
+      output.out(`agent listening host=${flags.host} address=${formatAddress(runtime.address)}`);
+      const signal = await untilSignal();
+      output.err(`${signal}: shutting down after the steps under way`);
+      await runtime.close();
+    });
+
+  timingOptions(
+    program
+      .command('controller')
+      .description('run the controller (store, events, control API, rollouts) over agents reached by HTTP')
+      .requiredOption('--fleet <file>', 'fleet file (YAML or JSON)')
+      .option('--state <dir>', 'state directory (SQLite store, tokens, control.json)', '.intermission')
+      .requiredOption(
+        '--agent <host=address...>',
+        'the agent of a host, e.g. host-a=10.0.0.7:7490 (one per fleet host)',
+      )
+      .option(
+        '--control <address>',
+        'control API address (host:port or unix:/path; port 0 picks one)',
+        '127.0.0.1:7480',
+      )
+      .option('--bind <vm=address...>', 'metadata listener of a VM: host:port or unix:/path (optional, repeatable)')
+      .option(
+        '--token-file <file>',
+        `controller ↔ agent token, created (mode 0600) if missing (default <state>/${DEFAULT_TOKEN_FILE})`,
+      ),
+  ).action(async (flags: ControllerFlags) => {
+    const fleet = await loadFleetFile(flags.fleet);
+    const agents = flags.agent.map(parseAgent);
+    const token = await loadAgentToken(flags.tokenFile ?? join(flags.state, DEFAULT_TOKEN_FILE));
+    // Checked before anything is opened, so that a wrong --agent list fails fast.
+    const hosts = connectRemoteHosts({ fleet, agents, token });
+    const runtime = await startMetadataRuntime({
+      fleet,
+      stateDir: flags.state,
+      hosts: () => Promise.resolve(hosts),
+      bindings: (flags.bind ?? []).map(parseBinding),
+      control: parseAddress(flags.control),
+      timing: timingFrom(flags),
+      logger: createLogger(flags.logLevel),
+    });
+    for (const m of runtime.metadata) output.out(`metadata listening vm=${m.vm} address=${formatAddress(m.address)}`);
+    output.out(`control listening address=${formatAddress(runtime.control)}`);
+    const signal = await untilSignal();
+    output.err(`${signal}: shutting down`);
+    await runtime.close();
+  });
+}

@@ -1,0 +1,749 @@
+/**
+ * A multi-process cluster for crash tests: one `intermission agent` process per host (each over a
+ * simulated host) and one `intermission controller` process, all spawned from the compiled CLI
+ * (`node bin/intermission.js`), each in its own process group so that `kill -9` takes the whole
+ * process and cleanup takes everything, even when a test fails.
+ *
+ * The CLI runs from `dist/`. {@link ensureBuilt} builds it when it is missing or older than any
+ * source file (the CI's `npm ci` builds it through `prepare`, so there it only checks), under a
+ * lock so that test files running side by side never build over each other.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream, rmSync, type WriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BIN = join(ROOT, 'bin', 'intermission.js');
+const DIST_ENTRY = join(ROOT, 'dist', 'cli', 'main.js');
+
+// ---------------------------------------------------------------------------------------------
+// Build
+
+async function newestMtime(path: string): Promise<number> {
+  const info = await stat(path);
+  if (!info.isDirectory()) return path.endsWith('.ts') || path.endsWith('.json') ? info.mtimeMs : 0;
+  let newest = 0;
+  for (const name of await readdir(path)) newest = Math.max(newest, await newestMtime(join(path, name)));
+  return newest;
+}
+
+async function distIsFresh(): Promise<boolean> {
+  const built = await stat(DIST_ENTRY).then(
+    (s) => s.mtimeMs,
+    () => undefined,
+  );
+  if (built === undefined) return false;
+  const sources = Math.max(
+    await newestMtime(join(ROOT, 'src')),
+    await newestMtime(join(ROOT, 'tsconfig.json')),
+    await newestMtime(join(ROOT, 'tsconfig.build.json')),
+  );
+  return built >= sources;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Makes sure `dist/` holds a build of the current sources: checks modification times and, when
+ * something is newer than `dist/cli/main.js`, runs the build (`tsc -p tsconfig.build.json`, what
+ * `npm run build` runs). Type errors do not stop the build from emitting, and they are the type
+ * check's business, not a crash test's: they come back as `diagnostics`, and only a build that
+ * leaves no fresh entry point fails.
+ */
+export async function ensureBuilt(): Promise<{ built: boolean; diagnostics: string }> {
+  const lock = join(
+    tmpdir(),
+    `intermission-build-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}.lock`,
+  );
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const age =
+        Date.now() -
+        (await stat(lock).then(
+          (s) => s.mtimeMs,
+          () => Date.now(),
+        ));
+      if (age > 300_000) await rmdir(lock).catch(() => undefined); // left by a killed run
+      if (Date.now() > deadline) throw new Error(`build lock ${lock} held for too long`);
+      await sleep(250);
+    }
+  }
+  try {
+    if (await distIsFresh()) return { built: false, diagnostics: '' };
+    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const started = Date.now();
+    const result = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 280_000,
+    });
+    const diagnostics = `${result.stdout}${result.stderr}`.trim();
+    // Written by this build (sources edited while it ran do not make it a failure).
+    const written = await stat(DIST_ENTRY).then(
+      (s) => s.mtimeMs >= started - 1000,
+      () => false,
+    );
+    if (!written) throw new Error(`build of dist/ failed (exit ${result.status}):\n${diagnostics}`);
+    return { built: true, diagnostics };
+  } finally {
+    await rmdir(lock).catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness
+
+/** A seeded PRNG (mulberry32): the same seed gives the same kill moments. */
+export class Random {
+  #state: number;
+  constructor(seed: number) {
+    this.#state = seed >>> 0;
+  }
+  /** A float in [0, 1). */
+  next(): number {
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
+    let t = this.#state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** An integer in [min, max]. */
+  int(min: number, max: number): number {
+    return min + Math.floor(this.next() * (max - min + 1));
+  }
+  pick<T>(items: readonly T[]): T {
+    const item = items[this.int(0, items.length - 1)];
+    if (item === undefined) throw new Error('pick from an empty list');
+    return item;
+  }
+}
+
+/** The seed of a crash test: `INTERMISSION_CRASH_SEED` to replay or vary, else a fixed default. */
+export function crashSeed(fallback: number): number {
+  const text = process.env.INTERMISSION_CRASH_SEED;
+  if (text === undefined || text === '') return fallback;
+  const seed = Number(text);
+  if (!Number.isSafeInteger(seed)) throw new Error(`INTERMISSION_CRASH_SEED must be an integer, got ${text}`);
+  return seed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/** Every process group still alive, and every cluster directory: cleaned up on the way out, whatever happens. */
+const liveGroups = new Set<number>();
+const liveDirs = new Set<string>();
+const KEEP = process.env.INTERMISSION_CRASH_KEEP === '1';
+
+function cleanUpNow(): void {
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  liveGroups.clear();
+  if (!KEEP) for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+  liveDirs.clear();
+}
+process.once('exit', cleanUpNow);
+// The children are in process groups of their own, out of reach of a Ctrl-C at the terminal:
+// take them down with this process, then die of the signal as usual.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    cleanUpNow();
+    process.kill(process.pid, signal);
+  });
+}
+
+/** The environment of a child: ours, without what would point the CLI elsewhere or load a loader. */
+function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of ['INTERMISSION_CONTROL', 'INTERMISSION_TOKEN', 'INTERMISSION_STATE', 'NODE_OPTIONS']) {
+    delete env[name];
+  }
+  return env;
+}
+
+/** One spawned CLI process, in its own process group, its output in a log file and in memory. */
+export class Proc {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly #lines: string[] = [];
+  readonly #waiters = new Set<() => void>();
+  readonly #log: WriteStream;
+
+  constructor(name: string, args: readonly string[], logFile: string) {
+    this.name = name;
+    this.#log = createWriteStream(logFile, { flags: 'a' });
+    this.#log.write(`--- ${new Date().toISOString()} ${name}: intermission ${args.join(' ')}\n`);
+    this.child = spawn(process.execPath, [BIN, ...args], {
+      cwd: ROOT,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: childEnv(),
+    });
+    if (this.child.pid === undefined) throw new Error(`cannot spawn ${name}`);
+    this.pid = this.child.pid;
+    liveGroups.add(this.pid);
+    this.exited = new Promise((resolve) => {
+      // 'close': the process has exited and its output has been read to the end.
+      this.child.once('close', (code, signal) => {
+        liveGroups.delete(this.pid);
+        this.#write(`--- ${new Date().toISOString()} ${name} exited code=${code} signal=${signal}\n`);
+        resolve({ code, signal });
+        this.#wake();
+      });
+    });
+    for (const [stream, tag] of [
+      [this.child.stdout, 'out'],
+      [this.child.stderr, 'err'],
+    ] as const) {
+      if (!stream) continue;
+      createInterface({ input: stream }).on('line', (line) => {
+        this.#lines.push(`${tag}: ${line}`);
+        this.#write(`${tag}: ${line}\n`);
+        this.#wake();
+      });
+    }
+  }
+
+  get alive(): boolean {
+    return liveGroups.has(this.pid);
+  }
+
+  /** Everything the process wrote so far, `out: ` or `err: ` first. */
+  lines(): readonly string[] {
+    return this.#lines;
+  }
+
+  /** Waits for a stdout line matching `re`; fails when the process exits first or time runs out. */
+  async waitForLine(re: RegExp, timeoutMs = 30_000): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (const line of this.#lines) {
+        const m = line.startsWith('out: ') ? re.exec(line.slice(5)) : null;
+        if (m) return m;
+      }
+      if (!this.alive) throw new Error(`${this.name} exited before printing ${re}:\n${this.tail(30)}`);
+      if (Date.now() > deadline)
+        throw new Error(`${this.name} did not print ${re} in ${timeoutMs} ms:\n${this.tail(30)}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 200);
+        this.#waiters.add(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Sends `signal` to the whole process group and waits for the process to exit. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.alive) {
+      try {
+        process.kill(-this.pid, signal);
+      } catch {
+        // gone between the check and the kill
+      }
+    }
+    await this.exited;
+    if (!this.#log.writableEnded) await new Promise<void>((resolve) => this.#log.end(resolve));
+  }
+
+  #write(text: string): void {
+    if (!this.#log.writableEnded) this.#log.write(text);
+  }
+
+  tail(n: number): string {
+    return this.#lines
+      .slice(-n)
+      .map((l) => `  [${this.name}] ${l}`)
+      .join('\n');
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters) w();
+    this.#waiters.clear();
+  }
+}
+
+/** Runs one short CLI command to its end; rejects on a non-zero exit. */
+export function runCli(args: readonly string[], timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: childEnv(),
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    // 'close', not 'exit': the output has been read to the end.
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`intermission ${args.join(' ')} exited ${code}:\n${err}${out}`));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+/** A fleet as written to the fleet file. */
+export interface FleetSpec {
+  readonly hosts: readonly { readonly name: string }[];
+  readonly availabilitySets: readonly { readonly name: string; readonly updateDomains: number }[];
+  readonly vms: readonly {
+    readonly name: string;
+    readonly host: string;
+    readonly availabilitySet?: string;
+    readonly updateDomain?: number;
+  }[];
+}
+
+/**
+ * The crash tests' fleet: 4 hosts, availability sets `web` (3 UDs) and `db` (2 UDs), and two
+ * standalone VMs. Every host holds at most one UD of each set, so each host has one host step and
+ * the plan has 3 waves: h0 | h1 + h3 | h2.
+ */
+export const CRASH_FLEET: FleetSpec = {
+  hosts: [{ name: 'h0' }, { name: 'h1' }, { name: 'h2' }, { name: 'h3' }],
+  availabilitySets: [
+    { name: 'web', updateDomains: 3 },
+    { name: 'db', updateDomains: 2 },
+  ],
+  vms: [
+    { name: 'web_0', host: 'h0', availabilitySet: 'web', updateDomain: 0 },
+    { name: 'web_3', host: 'h0', availabilitySet: 'web', updateDomain: 0 },
+    { name: 'db_0', host: 'h0', availabilitySet: 'db', updateDomain: 0 },
+    { name: 'web_1', host: 'h1', availabilitySet: 'web', updateDomain: 1 },
+    { name: 'web_4', host: 'h1', availabilitySet: 'web', updateDomain: 1 },
+    { name: 'db_1', host: 'h1', availabilitySet: 'db', updateDomain: 1 },
+    { name: 'web_2', host: 'h2', availabilitySet: 'web', updateDomain: 2 },
+    { name: 'web_5', host: 'h2', availabilitySet: 'web', updateDomain: 2 },
+    { name: 'solo_a', host: 'h2' },
+    { name: 'db_2', host: 'h3', availabilitySet: 'db', updateDomain: 1 },
+    { name: 'db_3', host: 'h3', availabilitySet: 'db', updateDomain: 1 },
+    { name: 'solo_b', host: 'h3' },
+  ],
+};
+
+interface AgentSlot {
+  readonly host: string;
+  readonly stateDir: string;
+  readonly seed: number;
+  port: number;
+  proc: Proc;
+  /** Processes this slot has run, oldest first (each restart adds one). */
+  readonly generations: Proc[];
+}
+
+interface ControllerSlot {
+  proc: Proc;
+  control: string;
+  metadata: Map<string, string>;
+  readonly generations: Proc[];
+}
+
+/** What `control.json` holds. */
+interface ControlFile {
+  address: string;
+  token: string;
+}
+
+/** Options of {@link Cluster.start}. */
+export interface ClusterOptions {
+  readonly name: string;
+  readonly fleet: FleetSpec;
+  /** Divides notices, linger and settle times. */
+  readonly timeScale: number;
+  /** Seeds the simulated hosts (each host gets seed + its index). */
+  readonly seed: number;
+}
+
+/**
+ * Agents and a controller as real processes over a temporary directory: `<dir>/fleet.json`,
+ * `<dir>/agent.token`, `<dir>/controller/` (store, control.json), `<dir>/agent-<host>/` (journal),
+ * `<dir>/logs/`. {@link close} kills every process group and removes the directory.
+ */
+export class Cluster {
+  readonly dir: string;
+  readonly options: ClusterOptions;
+  readonly agents = new Map<string, AgentSlot>();
+  /** Every process this cluster spawned, registered before it is waited for, so that none escapes {@link close}. */
+  readonly #procs: Proc[] = [];
+  #controller: ControllerSlot | undefined;
+  #closed = false;
+
+  private constructor(dir: string, options: ClusterOptions) {
+    this.dir = dir;
+    this.options = options;
+  }
+
+  /** Starts one agent per host (side by side), then the controller. */
+  static async start(options: ClusterOptions): Promise<Cluster> {
+    const dir = await mkdtemp(join(tmpdir(), `intermission-crash-${options.name}-`));
+    liveDirs.add(dir);
+    const cluster = new Cluster(dir, options);
+    try {
+      await mkdir(join(dir, 'logs'));
+      await writeFile(cluster.fleetFile, JSON.stringify(options.fleet, null, 2));
+      await Promise.all(options.fleet.hosts.map((h, i) => cluster.#startAgent(h.name, 0, options.seed + i)));
+      await cluster.startController();
+      return cluster;
+    } catch (error) {
+      await cluster.close();
+      throw error;
+    }
+  }
+
+  get fleetFile(): string {
+    return join(this.dir, 'fleet.json');
+  }
+  get tokenFile(): string {
+    return join(this.dir, 'agent.token');
+  }
+  get controllerState(): string {
+    return join(this.dir, 'controller');
+  }
+  get controller(): ControllerSlot {
+    if (!this.#controller) throw new Error('no controller started');
+    return this.#controller;
+  }
+
+  async #startAgent(host: string, port: number, seed: number): Promise<void> {
+    const existing = this.agents.get(host);
+    const stateDir = existing?.stateDir ?? join(this.dir, `agent-${host}`);
+    const generation = (existing?.generations.length ?? 0) + 1;
+    const proc = new Proc(
+      `agent ${host}#${generation}`,
+      [
+        'agent',
+        ...['--host', host, '--fleet', this.fleetFile, '--listen', `127.0.0.1:${port}`, '--state', stateDir],
+        ...['--token-file', this.tokenFile, '--seed', String(seed)],
+      ],
+      join(this.dir, 'logs', `agent-${host}.log`),
+    );
+    this.#procs.push(proc);
+    const m = await proc.waitForLine(/^agent listening host=(\S+) address=127\.0\.0\.1:(\d+)$/);
+    const bound = Number(m[2]);
+    if (existing) {
+      existing.proc = proc;
+      existing.port = bound;
+      existing.generations.push(proc);
+    } else {
+      this.agents.set(host, { host, stateDir, seed, port: bound, proc, generations: [proc] });
+    }
+  }
+
+  /** The agent slot of a host. */
+  agent(host: string): AgentSlot {
+    const slot = this.agents.get(host);
+    if (!slot) throw new Error(`no agent for ${host}`);
+    return slot;
+  }
+
+  /** `kill -9` the agent of a host (its process group). */
+  async killAgent(host: string): Promise<void> {
+    await this.agent(host).proc.kill('SIGKILL');
+  }
+
+  /** Starts the agent of a host again, on the same port and state directory. */
+  async restartAgent(host: string): Promise<void> {
+    const slot = this.agent(host);
+    if (slot.proc.alive) throw new Error(`agent of ${host} is still running`);
+    await this.#startAgent(host, slot.port, slot.seed);
+  }
+
+  /** Starts the controller (again) on its state directory; control API and metadata listeners on free ports. */
+  async startController(): Promise<void> {
+    if (this.#controller?.proc.alive) throw new Error('the controller is still running');
+    const generations = this.#controller?.generations ?? [];
+    const proc = new Proc(
+      `controller#${generations.length + 1}`,
+      [
+        'controller',
+        ...['--fleet', this.fleetFile, '--state', this.controllerState, '--token-file', this.tokenFile],
+        ...['--control', '127.0.0.1:0', '--time-scale', String(this.options.timeScale)],
+        ...[...this.agents.values()].flatMap((a) => ['--agent', `${a.host}=127.0.0.1:${a.port}`]),
+        ...this.options.fleet.vms.flatMap((vm) => ['--bind', `${vm.name}=127.0.0.1:0`]),
+      ],
+      join(this.dir, 'logs', 'controller.log'),
+    );
+    this.#procs.push(proc);
+    generations.push(proc);
+    const control = (await proc.waitForLine(/^control listening address=(\S+)$/))[1] ?? '';
+    const metadata = new Map<string, string>();
+    for (const line of proc.lines()) {
+      const m = /^out: metadata listening vm=(\S+) address=(\S+)$/.exec(line);
+      if (m?.[1] && m[2]) metadata.set(m[1], m[2]);
+    }
+    this.#controller = { proc, control, metadata, generations };
+  }
+
+  /** `kill -9` the controller (its process group). */
+  async killController(): Promise<void> {
+    await this.controller.proc.kill('SIGKILL');
+  }
+
+  /** The CLI against this cluster's controller (`--state` finds control.json). */
+  cli(args: readonly string[]): Promise<string> {
+    return runCli([...args, '--state', this.controllerState]);
+  }
+
+  async #controlFile(): Promise<ControlFile> {
+    return JSON.parse(await readFile(join(this.controllerState, 'control.json'), 'utf8')) as ControlFile;
+  }
+
+  /** GET on the control API with the operator token of control.json; throws on any failure. */
+  async control<T>(path: string): Promise<T> {
+    const { token } = await this.#controlFile();
+    const res = await fetch(`http://${this.controller.control}${path}`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(3000),
+    });
+    if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()) as T;
+  }
+
+  /** GET on an agent's API with the controller ↔ agent token; throws on any failure. */
+  async agentGet<T>(host: string, path: string): Promise<T> {
+    const token = (await readFile(this.tokenFile, 'utf8')).trim();
+    const res = await fetch(`http://127.0.0.1:${this.agent(host).port}${path}`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(3000),
+    });
+    if (!res.ok) throw new Error(`GET ${host}${path}: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()) as T;
+  }
+
+  /** The journal file of a host's agent, as on disk. */
+  async journal(host: string): Promise<JournalFile> {
+    return JSON.parse(await readFile(join(this.agent(host).stateDir, 'agents', `${host}.json`), 'utf8')) as JournalFile;
+  }
+
+  /** Every log line of every controller process, parsed where it is JSON. */
+  controllerLogs(): Record<string, unknown>[] {
+    return this.controller.generations.flatMap((p) =>
+      p.lines().flatMap((line) => {
+        if (!line.startsWith('err: {')) return [];
+        try {
+          return [JSON.parse(line.slice(5)) as Record<string, unknown>];
+        } catch {
+          return []; // a line cut short by kill -9
+        }
+      }),
+    );
+  }
+
+  /** The last lines of every process, for a failure report. */
+  tails(n = 25): string {
+    return this.#procs.map((p) => p.tail(n)).join('\n');
+  }
+
+  /**
+   * Kills every process group this cluster started and removes its directory (kept with
+   * INTERMISSION_CRASH_KEEP=1). Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all(this.#procs.map((p) => p.kill('SIGKILL')));
+    liveDirs.delete(this.dir);
+    // INTERMISSION_CRASH_KEEP=1 keeps the directory (logs, journals, store) to look into a failure.
+    if (KEEP) process.stderr.write(`crash test state kept in ${this.dir}\n`);
+    else await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** An agent journal file (see src/agent/journal.ts), the fields the tests read. */
+export interface JournalFile {
+  readonly entries: readonly {
+    readonly request: { readonly stepId: string; readonly rolloutId: string; readonly host: string };
+    readonly status: {
+      readonly status: 'running' | 'succeeded' | 'failed';
+      readonly error: { readonly code: string; readonly message: string } | null;
+    };
+  }[];
+}
+
+/** What `GET /v1/sim/host` answers (see src/agent/sim-app.ts), the fields the tests read. */
+export interface SimHostBody {
+  readonly host: string;
+  readonly appliedUpdates: readonly string[];
+  readonly vms: readonly {
+    readonly name: string;
+    readonly state: string;
+    readonly pauseCount: number;
+    readonly longestPauseMs: number;
+  }[];
+  readonly history: readonly { readonly at: number; readonly kind: string; readonly vm?: string }[];
+}
+
+/** What `GET /v1/rollouts/:id` answers, the fields the tests read. */
+export interface RolloutBody {
+  readonly rollout: {
+    readonly id: string;
+    readonly status: string;
+    readonly wave: number;
+    readonly wavePhase: string;
+    readonly failedHosts: number;
+    readonly reason: string | null;
+  };
+  readonly plan?: {
+    readonly waves: readonly {
+      readonly index: number;
+      readonly events: readonly { readonly eventId: string; readonly resources: readonly string[] }[];
+      readonly batches: readonly { readonly steps: readonly { readonly host: string }[] }[];
+    }[];
+  };
+  readonly steps: readonly {
+    readonly id: string;
+    readonly host: string;
+    readonly wave: number;
+    readonly status: string;
+    readonly error: string | null;
+  }[];
+  readonly operations: readonly {
+    readonly vm: string;
+    readonly host: string;
+    readonly stepId: string;
+    readonly outcome: string;
+    readonly pauseMs: number | null;
+    readonly pauseBudgetMs: number;
+  }[];
+}
+
+/** What `GET /v1/events?all=true` answers, the fields the tests read. */
+export interface EventsBody {
+  readonly events: readonly {
+    readonly eventId: string;
+    readonly owner: string;
+    readonly phase: string;
+    readonly startedAt: string | null;
+    readonly removalReason: string | null;
+    readonly resources: readonly string[];
+  }[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tenants' view, watched while the rollout runs
+
+/** One read of a VM's scheduled events through its metadata listener. */
+export interface TenantRead {
+  readonly at: number;
+  readonly incarnation: number;
+  readonly events: readonly { readonly id: string; readonly status: string }[];
+}
+
+interface ScheduledEventsDocument {
+  DocumentIncarnation: number;
+  Events: { EventId: string; EventStatus: string }[];
+}
+
+/**
+ * Reads every VM's Scheduled Events through its own metadata listener every 250 ms (under IMDS's
+ * 5 requests per second per VM), as a tenant application would, and keeps the latest rollout
+ * detail. Reads that fail (the controller is down) are counted and skipped; the listeners of a
+ * restarted controller are picked up from the cluster.
+ */
+export class Watcher {
+  readonly reads = new Map<string, TenantRead[]>();
+  failures = 0;
+  latest: RolloutBody | undefined;
+  readonly #cluster: Cluster;
+  readonly #rolloutId: string;
+  #stopped = false;
+  #loop: Promise<void> | undefined;
+
+  constructor(cluster: Cluster, rolloutId: string) {
+    this.#cluster = cluster;
+    this.#rolloutId = rolloutId;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      const started = Date.now();
+      await Promise.all([
+        this.#readRollout(),
+        ...[...this.#cluster.options.fleet.vms].map((vm) => this.#readVm(vm.name)),
+      ]);
+      await sleep(Math.max(0, 250 - (Date.now() - started)));
+    }
+  }
+
+  async #readRollout(): Promise<void> {
+    try {
+      this.latest = await this.#cluster.control<RolloutBody>(`/v1/rollouts/${encodeURIComponent(this.#rolloutId)}`);
+    } catch {
+      this.failures++;
+    }
+  }
+
+  async #readVm(vm: string): Promise<void> {
+    const address = this.#cluster.controller.metadata.get(vm);
+    if (!address || !this.#cluster.controller.proc.alive) return;
+    try {
+      const res = await fetch(`http://${address}/metadata/scheduledevents?api-version=2020-07-01`, {
+        headers: { Metadata: 'true' },
+        signal: AbortSignal.timeout(2000),
+      });
+      if (!res.ok) {
+        this.failures++;
+        return;
+      }
+      const doc = (await res.json()) as ScheduledEventsDocument;
+      const list = this.reads.get(vm) ?? [];
+      list.push({
+        at: Date.now(),
+        incarnation: doc.DocumentIncarnation,
+        events: doc.Events.map((e) => ({ id: e.EventId, status: e.EventStatus })),
+      });
+      this.reads.set(vm, list);
+    } catch {
+      this.failures++;
+    }
+  }
+
+  /** Resolves once `predicate` holds for the latest rollout detail; rejects after `timeoutMs`. */
+  async until(predicate: (r: RolloutBody) => boolean, timeoutMs: number): Promise<RolloutBody> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = this.latest;
+      if (r && predicate(r)) return r;
+      if (Date.now() > deadline)
+        throw new Error(`condition not reached in ${timeoutMs} ms; last: ${JSON.stringify(r?.rollout)}`);
+      await sleep(50);
+    }
+  }
+}
+
+export { sleep };
