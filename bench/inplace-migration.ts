@@ -28,11 +28,12 @@
  * BENCH_GUEST_DIR (default tmp/guest), BENCH_JSON (write the raw figures there).
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { QemuDriver, destroyQemuRunDir, type QemuSwapVmmResult } from '../src/hypervisor/index.js';
+import { SerialWatcher, beats, type ObservedLine } from '../test/qemu/qemu-fixture.js';
 
 const REPO = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const SIZES = (process.env['BENCH_SIZES'] ?? '256,1024,2048').split(',').map(Number);
@@ -67,45 +68,6 @@ interface Move {
   readonly roundTripMs?: number;
 }
 
-interface Observed {
-  readonly atMs: number;
-  readonly text: string;
-}
-
-/** Tails a serial log, stamping each new line with the host time it appeared. */
-class SerialWatcher {
-  readonly lines: Observed[] = [];
-  readonly #fd: number;
-  readonly #timer: NodeJS.Timeout;
-  #position: number;
-  #partial = '';
-
-  constructor(path: string) {
-    this.#fd = openSync(path, 'r');
-    this.#position = readFileSync(path).length;
-    this.#timer = setInterval(() => this.poll(), 2);
-  }
-
-  poll(): void {
-    const buffer = Buffer.alloc(64 * 1024);
-    for (;;) {
-      const n = readSync(this.#fd, buffer, 0, buffer.length, this.#position);
-      if (n <= 0) return;
-      this.#position += n;
-      const atMs = Date.now();
-      const parts = (this.#partial + buffer.subarray(0, n).toString('utf8')).split(/\r?\n/);
-      this.#partial = parts.pop() ?? '';
-      for (const text of parts) this.lines.push({ atMs, text });
-    }
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-    this.poll();
-    closeSync(this.#fd);
-  }
-}
-
 function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return Number.NaN;
   const sorted = [...values].sort((a, b) => a - b);
@@ -117,17 +79,27 @@ const fmt = (ms: number | null | undefined, digits = 1): string =>
   ms === null || ms === undefined || Number.isNaN(ms) ? '-' : ms.toFixed(digits);
 const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
-/** Longest gap between beats that arrived within [from, to]. */
-function beatGap(lines: readonly Observed[], from: number, to: number): number | null {
-  const beats = lines.filter((l) => /^B \d+ /.test(l.text) && l.atMs >= from && l.atMs <= to).map((l) => l.atMs);
-  if (beats.length < 2) return null;
-  let max = 0;
-  for (let i = 1; i < beats.length; i++) max = Math.max(max, (beats[i] ?? 0) - (beats[i - 1] ?? 0));
-  return max;
+/**
+ * The silence of the tick beats across a move, seen from the host: from the last beat that arrived
+ * before the old process stopped to the first one after the new process resumed. It includes up to
+ * one beat interval and the guest's scheduling jitter on top of the pause.
+ */
+function beatGap(lines: readonly ObservedLine[], stoppedAt: number, resumedAt: number): number | null {
+  const arrivals = beats(lines).map((b) => b.atMs);
+  const before = arrivals.filter((t) => t <= stoppedAt).pop();
+  const after = arrivals.find((t) => t >= resumedAt);
+  return before === undefined || after === undefined ? null : after - before;
+}
+
+/** Longest gap between beat arrivals within a window with no move: the baseline. */
+function quietGap(lines: readonly ObservedLine[]): number | null {
+  const arrivals = beats(lines).map((b) => b.atMs);
+  if (arrivals.length < 2) return null;
+  return Math.max(...arrivals.slice(1).map((t, i) => t - (arrivals[i] ?? t)));
 }
 
 /** The guest's own tick gap reported by the first TICK line after `at`. */
-function guestTickGap(lines: readonly Observed[], at: number): number | null {
+function guestTickGap(lines: readonly ObservedLine[], at: number): number | null {
   const line = lines.find((l) => l.atMs > at && l.text.startsWith('TICK '));
   const match = line === undefined ? null : /gap_ms=(\d+)/.exec(line.text);
   return match ? Number(match[1]) : null;
@@ -152,7 +124,7 @@ function record(kind: Move['kind'], sizeMb: number, result: QemuSwapVmmResult, w
     totalMs: result.totalMs,
     transferredBytes: result.migration?.transferredBytes ?? 0,
     ramTotalBytes: result.migration?.ramTotalBytes ?? 0,
-    beatGapMs: beatGap(watcher.lines, stopped - 100, resumed + 300),
+    beatGapMs: beatGap(watcher.lines, stopped, resumed),
     guestTickGapMs: guestTickGap(watcher.lines, resumed),
   };
 }
@@ -168,15 +140,17 @@ async function benchSize(driver: QemuDriver, sizeMb: number): Promise<Move[]> {
     driver.launch({ vm: inPlace, ramMb: sizeMb, kernelArgs, deadline: Date.now() + 300_000 }),
     driver.launch({ vm: copying, ramMb: sizeMb, kernelArgs, sharedMemory: false, deadline: Date.now() + 300_000 }),
   ]);
-  for (const info of [ip, cp]) await waitForLine(info.serialLog, /dirtier mb=/, 120_000);
-  // Let the dirtier touch its whole region once.
-  await sleep(5_000);
+  // The dirtier has written its whole region once: that much RAM is in use and keeps changing.
+  for (const info of [ip, cp]) await waitForLine(info.serialLog, /dirtier pass=1/, 240_000);
   process.stdout.write(` up in ${((Date.now() - started) / 1000).toFixed(0)} s, dirtying ${dirtyMb} MB each\n`);
   const moves: Move[] = [];
   try {
+    // One guest busy at a time: the other is paused (its resume watchdog lets it run again after
+    // 30 s at most) while this one is measured, so that the two do not share the host's CPUs.
+    await driver.pause({ vm: copying, leaseUntil: Date.now() + 30_000 });
     const watcher = new SerialWatcher(ip.serialLog);
     await sleep(2_000);
-    const quiet = beatGap(watcher.lines, 0, Date.now());
+    const quiet = quietGap(watcher.lines);
     process.stdout.write(`  tick beats without any move: longest silence ${fmt(quiet)} ms (the baseline)\n`);
     for (let i = 0; i < SWAPS; i++) {
       const target = i % 2 === 0 ? VMM_B : VMM_A;
@@ -197,6 +171,9 @@ async function benchSize(driver: QemuDriver, sizeMb: number): Promise<Move[]> {
       );
     }
     watcher.stop();
+    await driver.destroy({ vm: inPlace });
+    await driver.resume({ vm: copying });
+    await sleep(3_000);
     const copyWatcher = new SerialWatcher(cp.serialLog);
     for (let i = 0; i < COPIES; i++) {
       try {

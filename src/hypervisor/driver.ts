@@ -17,8 +17,11 @@
  *   milliseconds since the epoch on the clock the driver was built with (the host's wall clock for
  *   QEMU, the injected clock for the simulator).
  *
- * A driver only reports and acts. It never resumes a VM on its own: the resume lease (watchdog) that
- * bounds every pause is the agent's job. It exposes `pausedSince` so that the agent can measure.
+ * A driver only reports and acts. It never resumes a VM on its own initiative: the resume lease that
+ * bounds every pause is the agent's job, and the driver exposes `pausedSince` so that the agent can
+ * measure. The one exception is asked for by the caller: a pause given `leaseUntil` is also bounded
+ * at the hypervisor level (a watchdog beside the VMM for QEMU), so that it ends even when the agent
+ * process dies (invariant 1).
  */
 import type { UpdateKind, VmCapabilities } from '../domain/rollout/index.js';
 
@@ -92,6 +95,18 @@ export interface OperationOptions {
 export interface VmOperationOptions extends OperationOptions {
   /** The VM's name; an unknown name rejects with `NOT_FOUND`. */
   readonly vm: string;
+}
+
+/** Options of {@link HypervisorDriver.pause}. */
+export interface PauseOptions extends VmOperationOptions {
+  /**
+   * The hypervisor-level resume lease (driver clock): when the VM is still paused at this time, it is
+   * resumed without any further call, even if the caller (the agent) is gone. Set it to the end of
+   * the VM's pause budget. Absent: no lease is asked for (QEMU's watchdog still resumes a VM paused
+   * for the longest pause budget, `MAX_PAUSE_BUDGET_MS`; the simulator applies none). Ignored when
+   * the VM was already paused (`alreadyPaused`): the first pause's lease stands.
+   */
+  readonly leaseUntil?: number;
 }
 
 /** One VM as the driver sees it. */
@@ -286,8 +301,11 @@ export interface HypervisorDriver {
   /** Facts the planner needs about one VM: every flag is given, true only when known to hold. */
   vmCapabilities(options: VmOperationOptions): Promise<VmCapabilities>;
 
-  /** Stops the vCPUs, RAM kept. A paused VM stays paused until resumed. Idempotent. */
-  pause(options: VmOperationOptions): Promise<PauseResult>;
+  /**
+   * Stops the vCPUs, RAM kept. A paused VM stays paused until resumed, or until its `leaseUntil`.
+   * Idempotent.
+   */
+  pause(options: PauseOptions): Promise<PauseResult>;
 
   /** Runs the vCPUs again. Idempotent on a running VM; `CONFLICT` on a stopped one. */
   resume(options: VmOperationOptions): Promise<ResumeResult>;

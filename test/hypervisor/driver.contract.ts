@@ -38,6 +38,8 @@ export interface DriverContractTolerances {
   readonly clockMs?: number;
   /** Longest acceptable swap downtime. Default 1000. */
   readonly swapDowntimeMs?: number;
+  /** How late after `leaseUntil` a leased pause may end (a watchdog process, for QEMU). Default 50. */
+  readonly leaseMs?: number;
 }
 
 /** How the contract reaches one implementation of the {@link HypervisorDriver} port. */
@@ -71,6 +73,7 @@ export function runDriverContract(options: DriverContractOptions): void {
   const caps = options.capabilities;
   const clockTol = options.tolerances?.clockMs ?? 20;
   const downtimeTol = options.tolerances?.swapDowntimeMs ?? 1000;
+  const leaseTol = options.tolerances?.leaseMs ?? 50;
 
   /** `false` (run) when the driver declares `flag`, else the reason to skip. */
   const needs = (flag: DriverCapabilityFlag): false | string =>
@@ -207,6 +210,24 @@ export function runDriverContract(options: DriverContractOptions): void {
         assert.equal(again.alreadyRunning, true);
         assert.equal(again.pausedMs, 0);
         assert.equal((await info(s, s.vm)).state, 'running');
+      });
+    });
+
+    void it('ends a pause at its leaseUntil without a resume call (invariant 1)', async () => {
+      await withSubject(async (s) => {
+        const leaseUntil = s.clock.now() + 600;
+        const paused = await s.driver.pause({ vm: s.vm, leaseUntil });
+        assert.equal(paused.alreadyPaused, false);
+        await s.sleep(200);
+        assert.equal((await info(s, s.vm)).state, 'paused', 'still paused before the lease');
+        // A second pause does not move the lease.
+        assert.equal((await s.driver.pause({ vm: s.vm, leaseUntil: leaseUntil + 60_000 })).alreadyPaused, true);
+        await s.sleep(leaseUntil - s.clock.now() + leaseTol);
+        const after = await info(s, s.vm);
+        assert.equal(after.state, 'running', `resumed by the lease within ${leaseTol} ms`);
+        assert.equal(after.pausedSince, null);
+        const again = await s.driver.resume({ vm: s.vm });
+        assert.equal(again.alreadyRunning, true, 'nothing left to resume');
       });
     });
 

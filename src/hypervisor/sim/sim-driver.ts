@@ -10,6 +10,7 @@ import type {
   GuestTimeResult,
   HypervisorDriver,
   OperationOptions,
+  PauseOptions,
   PauseResult,
   RebootOptions,
   RebootResult,
@@ -73,7 +74,7 @@ export class SimDriver implements HypervisorDriver {
     return this.#sync('vmCapabilities', options, undefined, (call) => this.#vm(call).capabilities());
   }
 
-  async pause(options: VmOperationOptions): Promise<PauseResult> {
+  async pause(options: PauseOptions): Promise<PauseResult> {
     const call = this.#begin('pause', options);
     const vm = this.#vm(call);
     const early = this.#pauseOutcome(call, vm);
@@ -86,6 +87,7 @@ export class SimDriver implements HypervisorDriver {
     vm.stopVcpus(now);
     vm.state = 'paused';
     this.#state.record({ kind: 'paused', vm: vm.name });
+    if (options.leaseUntil !== undefined) this.#armLease(vm, now, options.leaseUntil);
     return Object.freeze({ pausedAt: now, alreadyPaused: false });
   }
 
@@ -101,6 +103,7 @@ export class SimDriver implements HypervisorDriver {
     const now = this.#now();
     const pausedMs = vm.startVcpus(now);
     vm.state = 'running';
+    vm.cancelLease();
     this.#state.record({ kind: 'resumed', vm: vm.name, pausedMs });
     return Object.freeze({ resumedAt: now, pausedMs, alreadyRunning: false });
   }
@@ -382,6 +385,36 @@ export class SimDriver implements HypervisorDriver {
     throw this.#failedError(call, vm, { fault: 'crash' });
   }
 
+  /**
+   * Models the hypervisor-level resume lease: a timer of the host, not of this connection (closing
+   * the driver, like an agent that dies, leaves it armed), that resumes the VM at `leaseUntil` when
+   * the same pause is still on. A swap under way finishes first (the VM is re-checked just after).
+   */
+  #armLease(vm: VmRecord, pausedAt: number, leaseUntil: number): void {
+    vm.cancelLease();
+    const lease = new AbortController();
+    vm.leaseTimer = lease;
+    const time = this.#state.time;
+    const check = (delayMs: number): void => {
+      time.sleep(Math.max(0, delayMs), { signal: lease.signal }).then(
+        () => {
+          if (vm.pausedSince !== pausedAt) return;
+          if (vm.state === 'migrating') {
+            check(1);
+            return;
+          }
+          if (vm.state !== 'paused') return;
+          vm.leaseTimer = null;
+          const pausedMs = vm.startVcpus(time.now());
+          vm.state = 'running';
+          this.#state.record({ kind: 'resumed', vm: vm.name, pausedMs, byLease: true });
+        },
+        () => undefined,
+      );
+    };
+    check(leaseUntil - pausedAt);
+  }
+
   #kill(vm: VmRecord): void {
     vm.kill(this.#now());
     this.#state.record({ kind: 'crashed', vm: vm.name });
@@ -390,6 +423,7 @@ export class SimDriver implements HypervisorDriver {
   /** Shuts the VM down for a restart: a pause under way ends, the process goes. */
   #shutdown(vm: VmRecord): void {
     const now = this.#now();
+    vm.cancelLease();
     vm.startVcpus(now);
     vm.clock.stop(now);
     vm.state = 'stopped';

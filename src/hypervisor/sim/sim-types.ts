@@ -30,6 +30,8 @@ export interface SimHostEvent {
   readonly fromVersion?: string;
   readonly toVersion?: string;
   readonly updateId?: string;
+  /** For `resumed`: true when the hypervisor-level resume lease (`pause({ leaseUntil })`) did it. */
+  readonly byLease?: boolean;
 }
 
 /** The ground truth of one simulated VM, beyond what a driver reports. */

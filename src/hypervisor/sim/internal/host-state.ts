@@ -35,6 +35,8 @@ export class VmRecord {
   vmmVersion: string;
   /** Set while the vCPUs are stopped by a pause or a switchover. */
   pausedSince: number | null = null;
+  /** The hypervisor-level resume lease of the current pause (`pause({ leaseUntil })`), if armed. */
+  leaseTimer: AbortController | null = null;
   bootCount: number;
   clock: GuestClock;
   pauseCount = 0;
@@ -89,8 +91,15 @@ export class VmRecord {
     return paused;
   }
 
+  /** Disarms the resume lease of the current pause (the VM was resumed, or its process went). */
+  cancelLease(): void {
+    this.leaseTimer?.abort();
+    this.leaseTimer = null;
+  }
+
   /** The process dies: nothing runs, the guest clock stands still. */
   kill(now: number): void {
+    this.cancelLease();
     this.clock.stop(now);
     this.state = 'failed';
     this.pid = null;

@@ -1,0 +1,45 @@
+#!/bin/sh
+# System start-up of the test guest (busybox init runs it once, before the tenant application):
+# file systems, the virtio and e1000 drivers, and the QEMU guest agent on its virtio-serial port.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /run/qga
+
+step() {
+  read -r up _ </proc/uptime
+  echo "RC $* uptime=$up"
+}
+step mounted
+
+# The insmod order that works with this kernel (notes/qemu-on-this-machine.md).
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000; do
+  insmod "/lib/modules/$m.ko" || echo "RC insmod $m failed"
+done
+step modules
+
+for word in $(cat /proc/cmdline); do
+  case $word in tenant.name=*) hostname "${word#tenant.name=}" ;; esac
+done
+
+# The agent's port appears once virtio_console has probed the device.
+i=0
+while [ ! -e /dev/vport0p1 ] && [ $i -lt 200 ]; do
+  sleep 0.05
+  i=$((i + 1))
+done
+step "vport wait=$i"
+if [ -e /dev/vport0p1 ]; then
+  /usr/sbin/qemu-ga -d -m virtio-serial -p /dev/vport0p1 -t /run/qga -f /run/qga/qemu-ga.pid ||
+    echo "RC qemu-ga failed to start"
+else
+  echo "RC no /dev/vport0p1: no guest agent"
+fi
+read -r up _ </proc/uptime
+echo "RC ready uptime=$up boot_id=$(cat /proc/sys/kernel/random/boot_id)"

@@ -1,0 +1,51 @@
+/**
+ * The QEMU hypervisor driver: real VMs in QEMU processes, paused and resumed over QMP, moved in
+ * place to a new VMM process with their RAM shared (never copied), their clocks set through the
+ * guest agent, and every pause bounded by a resume watchdog beside each process.
+ */
+export { QemuDriver, RESYNC_ATTEMPTS, vmStateOf } from './qemu-driver.js';
+export {
+  QEMU_ACCELERATORS,
+  QEMU_DRIVER_CAPABILITIES,
+  DEFAULT_QEMU_RAM_MB,
+  DEFAULT_BOOT_TIMEOUT_MS,
+  commandHostUpdate,
+  resolveQemuConfig,
+  simulatedHostUpdate,
+  type CommandHostUpdateOptions,
+  type HostUpdateHook,
+  type HostUpdateHookOptions,
+  type QemuAccelerator,
+  type QemuDriverConfig,
+  type QemuWatchdogConfig,
+  type ResolvedQemuConfig,
+} from './qemu-config.js';
+export {
+  NON_MIGRATABLE_DEVICE_DRIVERS,
+  RAM_TRANSFER_MODES,
+  type LocalMigrationOptions,
+  type QemuDeviceSpec,
+  type QemuLaunchOptions,
+  type QemuMigrationStats,
+  type QemuSwapVmmResult,
+  type QemuVmInfo,
+  type QemuVmSpec,
+  type RamTransferMode,
+} from './qemu-types.js';
+export {
+  DEFAULT_IDLE_RECHECK_MS,
+  DEFAULT_PAUSED_RECHECK_MS,
+  LEASE_BINDING_MS,
+  ResumeWatchdog,
+  decideLease,
+  leaseApplies,
+  type LeaseDecision,
+  type LeaseDecisionInput,
+  type ResumeWatchdogOptions,
+  type WatchdogCheck,
+  type WatchdogLogEntry,
+} from './resume-watchdog.js';
+export { destroyQemuRunDir, serialLogOf, type DestroyRunDirResult } from './qemu-cleanup.js';
+export { GUEST_NETWORK, buildQemuArgv, macAddress, type QemuArgvOptions } from './internal/argv.js';
+export type { LeaseFile, ResolvedVmSpec, ProcessPaths, VmPaths } from './internal/layout.js';
+export { processPaths, vmPaths } from './internal/layout.js';

@@ -1,0 +1,229 @@
+/**
+ * The run directory on disk: one directory per VM, holding what a new driver needs to adopt the VM
+ * (its record), the lease its watchdog reads, the serial log, and one directory per VMM process
+ * (generation) with that process's sockets and logs. Sockets are per process because two processes
+ * of one VM run side by side during an in-place swap.
+ *
+ * ```
+ * <runDir>/<vm>/vm.json           VmRecordFile: the spec, the current process, a swap under way
+ * <runDir>/<vm>/lease.json        LeaseFile: the resume lease of the current pause
+ * <runDir>/<vm>/serial.log        serial console of every process of the VM, appended to
+ * <runDir>/<vm>/metadata.sock     default metadata channel (served by the host agent)
+ * <runDir>/<vm>/g<N>/qmp.sock     the driver's monitor of process N
+ * <runDir>/<vm>/g<N>/watchdog.sock  the resume watchdog's monitor
+ * <runDir>/<vm>/g<N>/ops.sock     a spare monitor for operators and tools
+ * <runDir>/<vm>/g<N>/qga.sock     the guest agent's channel
+ * <runDir>/<vm>/g<N>/migrate.sock the incoming migration socket
+ * <runDir>/<vm>/g<N>/qemu.log, watchdog.log
+ * ```
+ */
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { IntermissionError } from '../../../domain/index.js';
+import type { QemuDeviceSpec, RamTransferMode } from '../qemu-types.js';
+
+/** Version of the on-disk record format; a driver refuses records it does not know. */
+export const VM_RECORD_FORMAT = 1;
+
+/** Longest path a unix socket can have on Linux (`sun_path` is 108 bytes with its NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** VM names: safe in paths, QEMU options and shell words. */
+export const VM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** Paths that go into QEMU options and the guestfwd command: no commas, spaces or quotes. */
+export const SAFE_PATH_PATTERN = /^\/[A-Za-z0-9._/+-]*$/;
+
+/** A VM's spec with every default applied, as it is recorded and repeated by each new process. */
+export interface ResolvedVmSpec {
+  readonly vm: string;
+  readonly ramMb: number;
+  readonly cpus: number;
+  readonly sharedMemory: boolean;
+  readonly guestAgent: boolean;
+  readonly metadataSocket: string;
+  readonly kernelArgs: string;
+  readonly devices: readonly QemuDeviceSpec[];
+  readonly objects: readonly string[];
+  /** The shared RAM file, or null for private RAM. */
+  readonly memPath: string | null;
+}
+
+/** One VMM process of a VM. */
+export interface ProcessRecord {
+  readonly generation: number;
+  readonly vmmVersion: string;
+  readonly binary: string;
+  /** 0 until the process is started. */
+  readonly pid: number;
+  readonly startedAt: number;
+  /** The resume watchdog of this process, or 0 when none was started. */
+  readonly watchdogPid: number;
+}
+
+/** A swap under way, recorded before the new process starts so that a driver restart can finish it. */
+export interface PendingSwap extends ProcessRecord {
+  readonly wasPaused: boolean;
+  readonly ramTransfer: RamTransferMode;
+}
+
+/** `vm.json`. */
+export interface VmRecordFile {
+  readonly format: number;
+  readonly host: string;
+  readonly spec: ResolvedVmSpec;
+  readonly current: ProcessRecord;
+  readonly pending: PendingSwap | null;
+}
+
+/**
+ * `lease.json`: written by the driver before it pauses the VM, read by the watchdog. `until` is the
+ * resume lease (null: none asked, the watchdog's maximum applies); `pausedAt` is added once the
+ * STOP event is seen, so that a watchdog or driver that starts later knows when the pause began.
+ */
+export interface LeaseFile {
+  readonly until: number | null;
+  readonly writtenAt: number;
+  readonly pausedAt?: number;
+}
+
+/** Paths of one VM. */
+export interface VmPaths {
+  readonly dir: string;
+  readonly record: string;
+  readonly lease: string;
+  readonly serialLog: string;
+  readonly defaultMetadataSocket: string;
+}
+
+/** Paths of one VMM process of a VM. */
+export interface ProcessPaths {
+  readonly dir: string;
+  readonly qmp: string;
+  readonly watchdogQmp: string;
+  readonly opsQmp: string;
+  readonly guestAgent: string;
+  readonly migrate: string;
+  readonly qemuLog: string;
+  readonly watchdogLog: string;
+}
+
+/** The paths of VM `vm` under `runDir`. */
+export function vmPaths(runDir: string, vm: string): VmPaths {
+  const dir = join(runDir, vm);
+  return {
+    dir,
+    record: join(dir, 'vm.json'),
+    lease: join(dir, 'lease.json'),
+    serialLog: join(dir, 'serial.log'),
+    defaultMetadataSocket: join(dir, 'metadata.sock'),
+  };
+}
+
+/** The paths of process `generation` of the VM in `vmDir`. */
+export function processPaths(vmDir: string, generation: number): ProcessPaths {
+  const dir = join(vmDir, `g${generation}`);
+  return {
+    dir,
+    qmp: join(dir, 'qmp.sock'),
+    watchdogQmp: join(dir, 'watchdog.sock'),
+    opsQmp: join(dir, 'ops.sock'),
+    guestAgent: join(dir, 'qga.sock'),
+    migrate: join(dir, 'migrate.sock'),
+    qemuLog: join(dir, 'qemu.log'),
+    watchdogLog: join(dir, 'watchdog.log'),
+  };
+}
+
+/** Throws `INVALID_INPUT` when a socket path would not fit. */
+export function checkSocketPath(path: string): void {
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new IntermissionError(
+      'INVALID_INPUT',
+      `socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes: use a shorter run directory`,
+    );
+  }
+}
+
+/** Writes JSON atomically (a temporary file renamed over the target). */
+export function writeJsonAtomic(path: string, value: unknown): void {
+  const temporary = `${path}.${process.pid}.tmp`;
+  writeFileSync(temporary, `${JSON.stringify(value, null, 2)}\n`);
+  renameSync(temporary, path);
+}
+
+/** Reads a JSON file; undefined when it does not exist or is not JSON. */
+export function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads a VM record; undefined when absent, `INVALID_INPUT` when of another format. */
+export function readVmRecord(path: string): VmRecordFile | undefined {
+  const value = readJson(path);
+  if (value === undefined) return undefined;
+  if (!isRecordFile(value)) {
+    throw new IntermissionError('INVALID_INPUT', `${path} is not a VM record this driver can read`, {
+      details: { path },
+    });
+  }
+  return value;
+}
+
+function isRecordFile(value: unknown): value is VmRecordFile {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Partial<VmRecordFile>;
+  return (
+    record.format === VM_RECORD_FORMAT &&
+    typeof record.spec === 'object' &&
+    record.spec !== null &&
+    typeof record.current === 'object' &&
+    record.current !== null &&
+    typeof record.current.generation === 'number'
+  );
+}
+
+/** Reads the lease file; undefined when absent or malformed (the watchdog then applies its maximum). */
+export function readLease(path: string): LeaseFile | undefined {
+  const value = readJson(path);
+  if (typeof value !== 'object' || value === null) return undefined;
+  const lease = value as Partial<LeaseFile>;
+  if (typeof lease.writtenAt !== 'number') return undefined;
+  if (lease.until !== null && typeof lease.until !== 'number') return undefined;
+  if (lease.pausedAt !== undefined && typeof lease.pausedAt !== 'number') return undefined;
+  return {
+    until: lease.until,
+    writtenAt: lease.writtenAt,
+    ...(lease.pausedAt === undefined ? {} : { pausedAt: lease.pausedAt }),
+  };
+}
+
+/** Removes a file, ignoring its absence. */
+export function removeFile(path: string): void {
+  rmSync(path, { force: true });
+}
+
+/** Creates a directory and its parents. */
+export function ensureDir(path: string): void {
+  mkdirSync(path, { recursive: true });
+}
+
+/** Names of the VM directories under `runDir` that hold a record. */
+export function listVmDirs(runDir: string): string[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(runDir);
+  } catch {
+    return [];
+  }
+  return entries.filter((name) => VM_NAME_PATTERN.test(name) && readJson(join(runDir, name, 'vm.json')) !== undefined);
+}

@@ -1,0 +1,1447 @@
+import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { existsSync, rmSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { IntermissionError, isIntermissionError } from '../../domain/index.js';
+import type { VmCapabilities } from '../../domain/rollout/index.js';
+import {
+  DEFAULT_QMP_COMMAND_TIMEOUT_MS,
+  GuestAgentClient,
+  QmpClient,
+  type QmpExecuteOptions,
+  type QmpMigrationInfo,
+  type QmpRunState,
+} from '../../qmp/index.js';
+import { resyncGuestClock } from '../clock-sync.js';
+import type {
+  ApplyHostUpdateOptions,
+  ApplyHostUpdateResult,
+  DriverCapabilities,
+  DriverCapabilityFlag,
+  GuestTimeResult,
+  HypervisorDriver,
+  OperationOptions,
+  PauseOptions,
+  PauseResult,
+  RebootOptions,
+  RebootResult,
+  ResumeResult,
+  ResyncClockOptions,
+  ResyncClockResult,
+  SetGuestTimeOptions,
+  SetGuestTimeResult,
+  SwapVmmOptions,
+  VmOperationOptions,
+  VmRuntimeInfo,
+  VmState,
+} from '../driver.js';
+import { driverError, isDriverError, withDetails, type DriverErrorReason } from '../errors.js';
+import { buildQemuArgv, describeDevice, isMigratableDevice } from './internal/argv.js';
+import { EventLog } from './internal/event-log.js';
+import {
+  SAFE_PATH_PATTERN,
+  VM_NAME_PATTERN,
+  VM_RECORD_FORMAT,
+  checkSocketPath,
+  ensureDir,
+  listVmDirs,
+  processPaths,
+  readLease,
+  readVmRecord,
+  removeFile,
+  vmPaths,
+  writeJsonAtomic,
+  type LeaseFile,
+  type PendingSwap,
+  type ProcessPaths,
+  type ProcessRecord,
+  type ResolvedVmSpec,
+  type VmPaths,
+  type VmRecordFile,
+} from './internal/layout.js';
+import { isAlive, logTail, signalGroup, spawnDetached, stopGroup, waitGone } from './internal/process.js';
+import { resolveQemuConfig, type QemuDriverConfig, type ResolvedQemuConfig } from './qemu-config.js';
+import type {
+  LocalMigrationOptions,
+  QemuLaunchOptions,
+  QemuMigrationStats,
+  QemuSwapVmmResult,
+  QemuVmInfo,
+  RamTransferMode,
+} from './qemu-types.js';
+
+/** One QMP connection to one process of a VM, with its recent events. */
+interface Session {
+  readonly qmp: QmpClient;
+  readonly log: EventLog;
+  readonly generation: number;
+}
+
+/** What the driver holds for one VM. */
+interface VmHandle {
+  readonly name: string;
+  readonly paths: VmPaths;
+  record: VmRecordFile;
+  /** The driver's connection to the current process; opened on first use. */
+  session: Session | undefined;
+  agent: GuestAgentClient | undefined;
+  /** When the vCPUs of the current process stopped, while they are stopped. */
+  pausedSince: number | null;
+  /** An operation that owns the VM for its duration. */
+  operation: 'launch' | 'swap' | 'reboot' | 'destroy' | null;
+  /** Whether the guest agent answered the last time it was asked. */
+  agentSeen: boolean;
+}
+
+/** One call under way. */
+interface Call {
+  readonly operation: string;
+  readonly vm: string | undefined;
+  readonly startedAt: number;
+  readonly deadline: number;
+  /** Aborts at the deadline, on the caller's abort and on `close()`, with the driver error as reason. */
+  readonly signal: AbortSignal;
+  handle?: VmHandle;
+}
+
+/** A process just started for a VM. */
+interface StartedProcess {
+  readonly record: ProcessRecord;
+  readonly paths: ProcessPaths;
+  readonly session: Session;
+}
+
+/** Migration states in which the source still moves state (and may be cancelled). */
+const ACTIVE_MIGRATION = new Set(['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'postcopy-active']);
+
+/** Bound on each guest-agent call (the call's deadline may be shorter). */
+const AGENT_CALL_TIMEOUT_MS = 5_000;
+/** Bound on connecting to a monitor: QEMU answers in milliseconds unless another client holds it. */
+const MONITOR_CONNECT_TIMEOUT_MS = 5_000;
+/** Bound on each step of a rollback or a clean-up, which run without the caller's deadline. */
+const CLEANUP_STEP_MS = 5_000;
+/** How long a process asked to quit gets before it is killed. */
+const QUIT_GRACE_MS = 3_000;
+/**
+ * Clock steps a resync may take: one more when a busy guest applied the first late, a third for bad
+ * luck; beyond that the residual is reported as it is (the agent decides what to do with it).
+ */
+export const RESYNC_ATTEMPTS = 3;
+/** Bandwidth of a copying local migration (bytes/s): a unix socket, so as fast as QEMU can send. */
+const COPY_MIGRATION_BANDWIDTH = 64 * 1024 ** 3;
+
+/**
+ * The QEMU {@link HypervisorDriver}: the VMs of one host, each a QEMU process started detached
+ * (so that it outlives the agent) with its RAM in a shared file mapping, its guest agent on a
+ * virtio-serial socket, its metadata channel forwarded to a per-VM unix socket, its serial console
+ * in a log file, and three monitors: the driver's, its resume watchdog's, and a spare one.
+ *
+ * Everything a new driver needs is on disk under `runDir` (see `internal/layout.ts`), so
+ * {@link QemuDriver.open} on the same directory (an agent restart) adopts the running VMs, finishes
+ * or rolls back a swap that was under way, and restarts missing watchdogs: no VM is lost or
+ * orphaned.
+ *
+ * Timestamps are the host's wall clock: pauses and resumes are dated by QEMU's STOP and RESUME
+ * events, and a swap's downtime is the gap between the old process's STOP and the new one's RESUME.
+ *
+ * @example
+ * const driver = await QemuDriver.open({
+ *   host: 'h1', runDir: '/run/intermission/qemu', accel: 'kvm',
+ *   vmmBuilds: { '7.2': '/usr/bin/qemu-system-x86_64', '7.2-patched': '/opt/qemu/bin/qemu-system-x86_64' },
+ *   defaultVmmVersion: '7.2', kernel: '/srv/guest/vmlinuz', initrd: '/srv/guest/initrd.img',
+ * });
+ * await driver.launch({ vm: 'vm1', ramMb: 1024 });
+ * await driver.swapVmm({ vm: 'vm1', targetVersion: '7.2-patched', deadline: Date.now() + 30_000 });
+ */
+export class QemuDriver implements HypervisorDriver {
+  readonly host: string;
+  readonly capabilities: DriverCapabilities;
+  /** The configuration with its defaults. */
+  readonly config: ResolvedQemuConfig;
+  readonly #handles = new Map<string, VmHandle>();
+  readonly #closer = new AbortController();
+  #closed = false;
+  #applying: string | null = null;
+
+  private constructor(config: ResolvedQemuConfig) {
+    this.config = config;
+    this.host = config.host;
+    this.capabilities = config.capabilities;
+    setMaxListeners(0, this.#closer.signal);
+  }
+
+  /**
+   * A driver on `config.runDir`, with every VM recorded there adopted: a swap a previous driver left
+   * half done is finished (when the new process took over) or rolled back, and a missing watchdog
+   * is restarted. A VM whose process is gone is listed as `failed`.
+   *
+   * @throws IntermissionError `INVALID_INPUT` for a bad configuration
+   */
+  static async open(config: QemuDriverConfig): Promise<QemuDriver> {
+    const resolved = resolveQemuConfig(config);
+    for (const path of [resolved.runDir, resolved.memoryDir]) {
+      if (!SAFE_PATH_PATTERN.test(path)) {
+        throw new IntermissionError('INVALID_INPUT', `${path}: only letters, digits and . _ / + - are allowed`);
+      }
+    }
+    ensureDir(resolved.runDir);
+    const driver = new QemuDriver(resolved);
+    await driver.#adoptAll();
+    return driver;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // VM lifecycle (beyond the port)
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Starts a new VM: records it, starts its QEMU process and resume watchdog, and (by default) waits
+   * for its guest agent and sets the guest clock from the host's. Without a deadline it is bounded
+   * by `bootTimeoutMs`. On failure nothing of the VM is left behind.
+   *
+   * @throws driver errors: `CONFLICT` (`BUSY`) when the name is taken, `UNSUPPORTED` for an unknown
+   *   VMM build, `OPERATION_FAILED` when QEMU does not start (its log is in the message)
+   */
+  launch(options: QemuLaunchOptions): Promise<QemuVmInfo> {
+    return this.#run('launch', options, undefined, this.config.bootTimeoutMs, async (call) => {
+      const spec = this.#resolveSpec(options);
+      if (this.#handles.has(spec.vm) || existsSync(vmPaths(this.config.runDir, spec.vm).record)) {
+        throw this.#error(call, 'BUSY', `host ${this.host} already has a VM named ${spec.vm}`);
+      }
+      const version = options.vmmVersion ?? this.config.defaultVmmVersion;
+      const binary = this.#binary(call, version);
+      const paths = vmPaths(this.config.runDir, spec.vm);
+      ensureDir(paths.dir);
+      const handle: VmHandle = {
+        name: spec.vm,
+        paths,
+        record: {
+          format: VM_RECORD_FORMAT,
+          host: this.host,
+          spec,
+          current: { generation: 1, vmmVersion: version, binary, pid: 0, startedAt: 0, watchdogPid: 0 },
+          pending: null,
+        },
+        session: undefined,
+        agent: undefined,
+        pausedSince: null,
+        operation: 'launch',
+        agentSeen: false,
+      };
+      call.handle = handle;
+      this.#handles.set(spec.vm, handle);
+      this.#writeRecord(handle, handle.record);
+      try {
+        const started = await this.#startProcess(handle, handle.record.current, false, call);
+        this.#adoptProcess(handle, started);
+        handle.operation = null;
+        if (options.waitForGuestAgent ?? spec.guestAgent) {
+          await this.#waitForAgent(handle, call);
+          await this.#resyncQuietly(handle, call);
+        }
+        return this.#describe(handle);
+      } catch (error) {
+        handle.operation = 'destroy';
+        await this.#destroyHandle(handle);
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Stops a VM for good: quits its process (killing it if needed) and its watchdog, and removes its
+   * directory and RAM file. `NOT_FOUND` for a VM the driver does not know.
+   */
+  destroy(options: VmOperationOptions): Promise<void> {
+    return this.#run('destroy', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      handle.operation = 'destroy';
+      await this.#destroyHandle(handle);
+    });
+  }
+
+  /** Paths, sizes and processes of one VM, beyond what {@link listVms} reports. */
+  describeVm(options: VmOperationOptions): Promise<QemuVmInfo> {
+    return this.#run('describeVm', options, undefined, undefined, (call) =>
+      Promise.resolve(this.#describe(this.#handle(call))),
+    );
+  }
+
+  /**
+   * Moves a VM to a new process on this host, as {@link swapVmm} does, but also to the same build
+   * and with a choice of how RAM moves: `shared` (in place, RAM skipped; VMs with shared RAM) or
+   * `copy` (every page sent, as a live migration between hosts would; VMs with private RAM only, as
+   * the destination would otherwise write into the memory the running source uses). For measuring
+   * one against the other.
+   */
+  migrateLocally(options: LocalMigrationOptions): Promise<QemuSwapVmmResult> {
+    return this.#run('migrateLocally', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      return this.#migrate(call, handle, options.targetVersion, options.ramTransfer, false);
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The port
+  // -------------------------------------------------------------------------------------------
+
+  listVms(options: OperationOptions = {}): Promise<readonly VmRuntimeInfo[]> {
+    return this.#run('listVms', options, undefined, undefined, async (call) => {
+      const handles = [...this.#handles.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+      const infos: VmRuntimeInfo[] = [];
+      for (const handle of handles) infos.push(await this.#info(handle, call));
+      return infos;
+    });
+  }
+
+  vmCapabilities(options: VmOperationOptions): Promise<VmCapabilities> {
+    return this.#run('vmCapabilities', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      const blockingDevices = await this.#blockers(handle, call);
+      let guestAgent = false;
+      if (handle.record.spec.guestAgent && this.#alive(handle)) {
+        const session = await this.#session(handle, call);
+        if ((await this.#status(session, call)) === 'running') {
+          guestAgent = await this.#agent(handle)
+            .ping({ timeoutMs: Math.min(3_000, this.#remaining(call)), signal: call.signal })
+            .then(
+              () => true,
+              () => false,
+            );
+          handle.agentSeen = guestAgent;
+        } else {
+          guestAgent = handle.agentSeen;
+        }
+      }
+      return Object.freeze({
+        sharedMemory: handle.record.spec.sharedMemory,
+        migratableDevices: blockingDevices.length === 0,
+        blockingDevices: Object.freeze(blockingDevices),
+        guestAgent,
+      });
+    });
+  }
+
+  pause(options: PauseOptions): Promise<PauseResult> {
+    return this.#run('pause', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      this.#notBusy(call, handle);
+      const session = await this.#session(handle, call);
+      const status = await this.#status(session, call);
+      if (status === 'paused') return Object.freeze({ pausedAt: this.#pausedSinceOf(handle), alreadyPaused: true });
+      if (status !== 'running') throw this.#stateError(call, handle, status);
+      // No pause without a watchdog: one that died is started again first.
+      await this.#ensureWatchdog(handle);
+      const lease: LeaseFile = { until: options.leaseUntil ?? null, writtenAt: Date.now() };
+      // Before the stop: the watchdog must find the lease as soon as it sees the STOP.
+      writeJsonAtomic(handle.paths.lease, lease);
+      const mark = session.log.seq;
+      await session.qmp.execute('stop', undefined, this.#qmpOptions(call));
+      const stop = await session.log.waitFor('STOP', mark, { timeoutMs: 2_000, signal: call.signal });
+      const pausedAt = stop?.timestampMs ?? Date.now();
+      handle.pausedSince = pausedAt;
+      writeJsonAtomic(handle.paths.lease, { ...lease, pausedAt });
+      return Object.freeze({ pausedAt, alreadyPaused: false });
+    });
+  }
+
+  resume(options: VmOperationOptions): Promise<ResumeResult> {
+    return this.#run('resume', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      this.#notBusy(call, handle);
+      const session = await this.#session(handle, call);
+      const status = await this.#status(session, call);
+      if (status === 'running') {
+        this.#markRunning(handle);
+        return Object.freeze({ resumedAt: Date.now(), pausedMs: 0, alreadyRunning: true });
+      }
+      if (status !== 'paused') throw this.#stateError(call, handle, status);
+      const since = this.#pausedSinceOf(handle);
+      const mark = session.log.seq;
+      await session.qmp.execute('cont', undefined, this.#qmpOptions(call));
+      const resume = await session.log.waitFor('RESUME', mark, { timeoutMs: 2_000, signal: call.signal });
+      const resumedAt = resume?.timestampMs ?? Date.now();
+      this.#markRunning(handle);
+      return Object.freeze({ resumedAt, pausedMs: resumedAt - since, alreadyRunning: false });
+    });
+  }
+
+  swapVmm(options: SwapVmmOptions): Promise<QemuSwapVmmResult> {
+    return this.#run('swapVmm', options, 'inPlaceMigration', undefined, async (call) => {
+      if (!Number.isFinite(options.deadline)) {
+        throw new IntermissionError(
+          'INVALID_INPUT',
+          'swapVmm needs a deadline (typically the end of the pause budget)',
+        );
+      }
+      const handle = this.#handle(call);
+      return this.#migrate(call, handle, options.targetVersion, 'shared', true);
+    });
+  }
+
+  applyHostUpdate(options: ApplyHostUpdateOptions): Promise<ApplyHostUpdateResult> {
+    return this.#run('applyHostUpdate', options, 'hostUpdate', undefined, async (call) => {
+      const { update } = options;
+      if (!(Number.isFinite(update.expectedApplyMs) && update.expectedApplyMs >= 0)) {
+        throw new IntermissionError(
+          'INVALID_INPUT',
+          `update ${update.id}: expectedApplyMs must be a number of ms >= 0`,
+        );
+      }
+      if (this.#applying !== null) {
+        throw this.#error(call, 'BUSY', `host ${this.host} is already applying update ${this.#applying}`, {
+          applying: this.#applying,
+        });
+      }
+      this.#applying = update.id;
+      try {
+        await this.config.hostUpdate({ update, deadline: call.deadline, signal: call.signal });
+        const completedAt = Date.now();
+        return Object.freeze({
+          updateId: update.id,
+          startedAt: call.startedAt,
+          completedAt,
+          applyMs: completedAt - call.startedAt,
+        });
+      } catch (error) {
+        throw withDetails(this.#normalize(call, error), { updateId: update.id, applied: false });
+      } finally {
+        this.#applying = null;
+      }
+    });
+  }
+
+  reboot(options: RebootOptions): Promise<RebootResult> {
+    return this.#run('reboot', options, 'reboot', this.config.bootTimeoutMs, async (call) => {
+      const handle = this.#handle(call);
+      this.#notBusy(call, handle);
+      const version = options.targetVersion ?? handle.record.current.vmmVersion;
+      const binary = this.#binary(call, version);
+      handle.operation = 'reboot';
+      try {
+        await this.#retire(handle, handle.record.current, handle.session);
+        handle.session = undefined;
+        handle.agent = undefined;
+        handle.pausedSince = null;
+        removeFile(handle.paths.lease);
+        // A fresh boot: the old RAM has no use, and a new file starts zeroed.
+        if (handle.record.spec.memPath !== null) removeFile(handle.record.spec.memPath);
+        const next: ProcessRecord = {
+          generation: handle.record.current.generation + 1,
+          vmmVersion: version,
+          binary,
+          pid: 0,
+          startedAt: 0,
+          watchdogPid: 0,
+        };
+        const started = await this.#startProcess(handle, next, false, call);
+        this.#adoptProcess(handle, started);
+        handle.operation = null;
+        let startedAt = started.record.startedAt;
+        if (handle.record.spec.guestAgent) {
+          startedAt = await this.#waitForAgent(handle, call);
+          await this.#resyncQuietly(handle, call);
+        }
+        return Object.freeze({
+          generation: started.record.generation,
+          vmmVersion: version,
+          startedAt,
+          rebootMs: startedAt - call.startedAt,
+        });
+      } finally {
+        if (handle.operation === 'reboot') handle.operation = null;
+      }
+    });
+  }
+
+  guestTime(options: VmOperationOptions): Promise<GuestTimeResult> {
+    return this.#run('guestTime', options, 'guestClock', undefined, async (call) => {
+      const handle = await this.#agentReady(call);
+      const reading = await this.#agent(handle).getTime(this.#agentOptions(call));
+      handle.agentSeen = true;
+      return Object.freeze({
+        guestMs: reading.guestTimeMs,
+        hostMs: reading.hostMidpointMs,
+        offsetMs: reading.offsetMs,
+        roundTripMs: reading.roundTripMs,
+      });
+    });
+  }
+
+  setGuestTime(options: SetGuestTimeOptions): Promise<SetGuestTimeResult> {
+    return this.#run('setGuestTime', options, 'guestClock', undefined, async (call) => {
+      const handle = await this.#agentReady(call);
+      // `timeMs` is what the guest should read when the value arrives, as of the call: connecting
+      // and syncing with the agent take a round trip first, so the time that passed is added.
+      const result = await this.#agent(handle).setTime({
+        ...this.#agentOptions(call),
+        timeMs: () => options.timeMs + (Date.now() - call.startedAt),
+      });
+      return Object.freeze({ completedAt: result.hostReceivedMs, roundTripMs: result.roundTripMs });
+    });
+  }
+
+  /**
+   * {@link resyncGuestClock}, stepped again (up to {@link RESYNC_ATTEMPTS} steps in all) while the
+   * residual is larger than the round trip that measured it: a busy guest may run qemu-ga late, and
+   * the value then lands late by that much. The result's `offsetBeforeMs` is the first measurement.
+   */
+  async resyncClock(options: ResyncClockOptions): Promise<ResyncClockResult> {
+    const first = await this.#resyncOnce(options);
+    let result = first;
+    // Once a step was taken, its aim is the round trip; the tolerance only decides whether to step.
+    for (
+      let attempt = 1;
+      attempt < RESYNC_ATTEMPTS && result.stepped && Math.abs(result.residualMs) > Math.max(result.roundTripMs, 1);
+      attempt++
+    ) {
+      const again = await this.#resyncOnce({ ...options, toleranceMs: 0 });
+      result = Object.freeze({ ...again, offsetBeforeMs: first.offsetBeforeMs, stepped: true });
+    }
+    return result;
+  }
+
+  #resyncOnce(options: ResyncClockOptions): Promise<ResyncClockResult> {
+    if (this.#closed) return Promise.reject(this.#closedError('resyncClock', options.vm));
+    if (!this.capabilities.guestClock) {
+      return Promise.reject(
+        driverError({
+          reason: 'UNSUPPORTED',
+          message: `driver of host ${this.host} does not declare guestClock`,
+          details: { operation: 'resyncClock', host: this.host, vm: options.vm, capability: 'guestClock' },
+        }),
+      );
+    }
+    return resyncGuestClock({ ...options, driver: this, clock: { now: () => Date.now() } });
+  }
+
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#closer.abort(this.#closedError('close', undefined));
+      for (const handle of this.#handles.values()) {
+        void handle.session?.qmp.close();
+        handle.session = undefined;
+        void handle.agent?.close();
+        handle.agent = undefined;
+      }
+    }
+    return Promise.resolve();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Calls
+  // -------------------------------------------------------------------------------------------
+
+  /** Runs one call: checks, the deadline/abort signal, and one place where errors are normalised. */
+  async #run<T>(
+    operation: string,
+    options: OperationOptions & { readonly vm?: string },
+    flag: DriverCapabilityFlag | undefined,
+    defaultTimeoutMs: number | undefined,
+    body: (call: Call) => Promise<T>,
+  ): Promise<T> {
+    const startedAt = Date.now();
+    const base = { operation, vm: options.vm };
+    if (this.#closed) throw this.#closedError(operation, options.vm);
+    if (flag !== undefined && !this.capabilities[flag]) {
+      throw this.#error(base, 'UNSUPPORTED', `driver of host ${this.host} does not declare ${flag}`, {
+        capability: flag,
+      });
+    }
+    const deadline = options.deadline ?? startedAt + (defaultTimeoutMs ?? this.config.operationTimeoutMs);
+    if (!(deadline > startedAt)) {
+      throw this.#error(base, 'DEADLINE_EXCEEDED', `${operation}: the deadline had passed before the call`, {
+        deadline,
+      });
+    }
+    if (options.signal?.aborted === true) {
+      throw this.#error(base, 'ABORTED', `${operation} was aborted before it started`, {}, options.signal.reason);
+    }
+    const controller = new AbortController();
+    const call: Call = { operation, vm: options.vm, startedAt, deadline, signal: controller.signal };
+    const timer = setTimeout(
+      () =>
+        controller.abort(
+          this.#error(
+            call,
+            'DEADLINE_EXCEEDED',
+            `${operation}${call.vm === undefined ? '' : ` of VM ${call.vm}`} did not complete by its deadline`,
+            { deadline },
+          ),
+        ),
+      deadline - startedAt,
+    );
+    const onAbort = (): void =>
+      controller.abort(this.#error(call, 'ABORTED', `${operation} was aborted`, {}, options.signal?.reason));
+    const onClose = (): void => controller.abort(this.#closedError(operation, options.vm));
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    this.#closer.signal.addEventListener('abort', onClose, { once: true });
+    try {
+      return await body(call);
+    } catch (error) {
+      throw this.#normalize(call, error);
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      this.#closer.signal.removeEventListener('abort', onClose);
+    }
+  }
+
+  #remaining(call: Call): number {
+    return Math.max(1, call.deadline - Date.now());
+  }
+
+  #qmpOptions(call: Call, capMs = DEFAULT_QMP_COMMAND_TIMEOUT_MS): QmpExecuteOptions {
+    return { signal: call.signal, timeoutMs: Math.min(this.#remaining(call), capMs) };
+  }
+
+  #agentOptions(call: Call): { timeoutMs: number; signal: AbortSignal; now: () => number } {
+    return {
+      timeoutMs: Math.min(this.#remaining(call), AGENT_CALL_TIMEOUT_MS),
+      signal: call.signal,
+      now: () => Date.now(),
+    };
+  }
+
+  /** The one place where what a call met becomes a driver error with a stable reason. */
+  #normalize(call: Call, error: unknown): IntermissionError {
+    if (isDriverError(error)) return error;
+    if (call.signal.aborted && isDriverError(call.signal.reason)) return call.signal.reason;
+    if (!isIntermissionError(error)) {
+      return this.#error(call, 'OPERATION_FAILED', `${call.operation} failed: ${String(error)}`, {}, error);
+    }
+    if (error.code === 'INVALID_INPUT') return error;
+    const reason = error.details.reason;
+    const peer = error.details.peer;
+    const alive = call.handle === undefined || this.#alive(call.handle);
+    const vm = call.vm === undefined ? '' : ` of VM ${call.vm}`;
+    if (!alive) {
+      return this.#error(
+        call,
+        'VM_FAILED',
+        `VM ${call.vm ?? '?'} has failed (its QEMU process is gone); restart it`,
+        {
+          state: 'failed',
+        },
+        error,
+      );
+    }
+    if (
+      peer === 'guest-agent' &&
+      (reason === 'TIMEOUT' || reason === 'CONNECT_FAILED' || reason === 'CONNECTION_LOST')
+    ) {
+      return this.#error(
+        call,
+        'GUEST_AGENT_UNREACHABLE',
+        `the guest agent${vm} does not answer: ${error.message}`,
+        {},
+        error,
+        true,
+      );
+    }
+    if (reason === 'TIMEOUT') {
+      return this.#error(call, 'DEADLINE_EXCEEDED', `${call.operation}${vm}: ${error.message}`, {}, error);
+    }
+    if (reason === 'ABORTED') return this.#error(call, 'ABORTED', `${call.operation}${vm} was aborted`, {}, error);
+    return this.#error(call, 'OPERATION_FAILED', `${call.operation}${vm} failed: ${error.message}`, {}, error);
+  }
+
+  #error(
+    call: Pick<Call, 'operation' | 'vm'>,
+    reason: DriverErrorReason,
+    message: string,
+    extra: Readonly<Record<string, unknown>> = {},
+    cause?: unknown,
+    retryable?: boolean,
+  ): IntermissionError {
+    return driverError({
+      reason,
+      message,
+      details: {
+        operation: call.operation,
+        host: this.host,
+        ...(call.vm === undefined ? {} : { vm: call.vm }),
+        ...extra,
+      },
+      cause,
+      ...(retryable === undefined ? {} : { retryable }),
+    });
+  }
+
+  #closedError(operation: string, vm: string | undefined): IntermissionError {
+    return this.#error({ operation, vm }, 'DRIVER_CLOSED', `the driver of host ${this.host} is closed`);
+  }
+
+  #handle(call: Call): VmHandle {
+    const handle = call.vm === undefined ? undefined : this.#handles.get(call.vm);
+    if (handle === undefined) {
+      throw this.#error(call, 'VM_NOT_FOUND', `host ${this.host} has no VM named ${JSON.stringify(call.vm)}`);
+    }
+    call.handle = handle;
+    return handle;
+  }
+
+  #notBusy(call: Call, handle: VmHandle): void {
+    if (handle.operation !== null) {
+      throw this.#error(call, 'BUSY', `VM ${handle.name} is busy: ${handle.operation} under way`, {
+        state: handle.operation === 'swap' ? 'migrating' : 'stopped',
+        busyWith: handle.operation,
+      });
+    }
+  }
+
+  #stateError(call: Call, handle: VmHandle, status: QmpRunState): IntermissionError {
+    const state = vmStateOf(status);
+    return state === 'migrating'
+      ? this.#error(call, 'BUSY', `VM ${handle.name} is migrating (${status}); wait for it to end`, { state, status })
+      : this.#error(call, 'WRONG_STATE', `cannot ${call.operation} VM ${handle.name}: it is ${state} (${status})`, {
+          state,
+          status,
+        });
+  }
+
+  #binary(call: Call, version: string): string {
+    const binary = this.config.vmmBuilds[version];
+    if (binary === undefined) {
+      throw this.#error(call, 'UNSUPPORTED', `host ${this.host} has no VMM build ${JSON.stringify(version)}`, {
+        vmmVersion: version,
+        known: Object.keys(this.config.vmmBuilds),
+      });
+    }
+    return binary;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sessions, state
+  // -------------------------------------------------------------------------------------------
+
+  #alive(handle: VmHandle): boolean {
+    const current = handle.record.current;
+    return isAlive(current.pid, processPaths(handle.paths.dir, current.generation).qmp);
+  }
+
+  /** The driver's connection to the VM's current process, opened when needed. */
+  async #session(handle: VmHandle, call: Call): Promise<Session> {
+    const existing = handle.session;
+    if (existing !== undefined && !existing.qmp.closed && existing.generation === handle.record.current.generation) {
+      return existing;
+    }
+    if (!this.#alive(handle)) {
+      throw this.#error(call, 'VM_FAILED', `VM ${handle.name} has failed (its QEMU process is gone); restart it`, {
+        state: 'failed',
+      });
+    }
+    const paths = processPaths(handle.paths.dir, handle.record.current.generation);
+    let session: Session;
+    try {
+      session = await this.#connect(handle, paths.qmp, handle.record.current.generation, call);
+    } catch (error) {
+      throw this.#error(
+        call,
+        'OPERATION_FAILED',
+        `cannot reach the QMP monitor of VM ${handle.name} at ${paths.qmp} (is another driver connected?)`,
+        {},
+        error,
+      );
+    }
+    handle.session = session;
+    return session;
+  }
+
+  /** Connects to a monitor; events of the VM's current process keep `pausedSince` up to date. */
+  async #connect(handle: VmHandle, path: string, generation: number, call: Call | undefined): Promise<Session> {
+    const qmp = await QmpClient.connect({
+      path,
+      timeoutMs: Math.min(
+        call === undefined ? MONITOR_CONNECT_TIMEOUT_MS : this.#remaining(call),
+        MONITOR_CONNECT_TIMEOUT_MS,
+      ),
+      ...(call === undefined ? {} : { signal: call.signal }),
+    });
+    const session: Session = { qmp, log: new EventLog(qmp), generation };
+    qmp.on('STOP', (event) => {
+      if (handle.session === session) handle.pausedSince ??= event.timestampMs;
+    });
+    qmp.on('RESUME', () => {
+      if (handle.session === session) this.#markRunning(handle);
+    });
+    qmp.on('close', () => {
+      if (handle.session === session) handle.session = undefined;
+    });
+    return session;
+  }
+
+  /** The VM runs: no pause, no lease (synchronous, so that a later pause's lease is never removed). */
+  #markRunning(handle: VmHandle): void {
+    handle.pausedSince = null;
+    removeFile(handle.paths.lease);
+  }
+
+  async #status(session: Session, call: Call): Promise<QmpRunState> {
+    return (await session.qmp.execute('query-status', undefined, this.#qmpOptions(call))).status;
+  }
+
+  /** When the current pause began: seen by this driver, else recorded in the lease file, else now. */
+  #pausedSinceOf(handle: VmHandle): number {
+    handle.pausedSince ??= readLease(handle.paths.lease)?.pausedAt ?? Date.now();
+    return handle.pausedSince;
+  }
+
+  async #info(handle: VmHandle, call: Call): Promise<VmRuntimeInfo> {
+    const current = handle.record.current;
+    const info = (state: VmState, pid: number | null, pausedSince: number | null): VmRuntimeInfo =>
+      Object.freeze({
+        name: handle.name,
+        state,
+        pid,
+        generation: current.generation,
+        vmmVersion: current.vmmVersion,
+        pausedSince,
+      });
+    if (handle.operation === 'swap') return info('migrating', current.pid, handle.pausedSince);
+    if (handle.operation !== null) return info('stopped', null, null);
+    if (!this.#alive(handle)) return info('failed', null, null);
+    const status = await this.#status(await this.#session(handle, call), call);
+    const state = vmStateOf(status);
+    if (state === 'running') this.#markRunning(handle);
+    return info(state, current.pid, state === 'paused' ? this.#pausedSinceOf(handle) : null);
+  }
+
+  #describe(handle: VmHandle): QemuVmInfo {
+    const current = handle.record.current;
+    const alive = this.#alive(handle);
+    const paths = processPaths(handle.paths.dir, current.generation);
+    return Object.freeze({
+      name: handle.name,
+      state:
+        handle.operation === 'swap'
+          ? 'migrating'
+          : alive
+            ? handle.pausedSince === null
+              ? 'running'
+              : 'paused'
+            : 'failed',
+      pid: alive ? current.pid : null,
+      generation: current.generation,
+      vmmVersion: current.vmmVersion,
+      pausedSince: handle.pausedSince,
+      ramMb: handle.record.spec.ramMb,
+      sharedMemory: handle.record.spec.sharedMemory,
+      dir: handle.paths.dir,
+      serialLog: handle.paths.serialLog,
+      metadataSocket: handle.record.spec.metadataSocket,
+      guestAgentSocket: handle.record.spec.guestAgent ? paths.guestAgent : null,
+      watchdogPid: isAlive(current.watchdogPid, paths.watchdogQmp) ? current.watchdogPid : null,
+    });
+  }
+
+  /** Devices that block migration: declared ones, and what QEMU itself reports. */
+  async #blockers(handle: VmHandle, call: Call): Promise<string[]> {
+    const declared = handle.record.spec.devices.filter((d) => !isMigratableDevice(d)).map(describeDevice);
+    if (!this.#alive(handle)) return declared;
+    const session = await this.#session(handle, call);
+    const info = await session.qmp.execute('query-migrate', undefined, this.#qmpOptions(call));
+    const reasons = (info as QmpMigrationInfo & { readonly 'blocked-reasons'?: unknown })['blocked-reasons'];
+    const fromQemu = Array.isArray(reasons) ? reasons.filter((r): r is string => typeof r === 'string') : [];
+    return [...declared, ...fromQemu];
+  }
+
+  #agent(handle: VmHandle): GuestAgentClient {
+    const path = processPaths(handle.paths.dir, handle.record.current.generation).guestAgent;
+    if (handle.agent === undefined || handle.agent.path !== path) {
+      void handle.agent?.close();
+      handle.agent = new GuestAgentClient({ path, now: () => Date.now() });
+    }
+    return handle.agent;
+  }
+
+  /** The VM of a guest-agent call, checked: it has an agent and its vCPUs run. */
+  async #agentReady(call: Call): Promise<VmHandle> {
+    const handle = this.#handle(call);
+    if (!handle.record.spec.guestAgent) {
+      throw this.#error(call, 'GUEST_AGENT_UNREACHABLE', `VM ${handle.name} has no guest agent`, {}, undefined, false);
+    }
+    if (handle.operation !== null && handle.operation !== 'launch') this.#notBusy(call, handle);
+    const status = await this.#status(await this.#session(handle, call), call);
+    if (status !== 'running') {
+      throw this.#error(call, 'WRONG_STATE', `the guest agent of VM ${handle.name} cannot answer: it is ${status}`, {
+        state: vmStateOf(status),
+        status,
+      });
+    }
+    return handle;
+  }
+
+  /** Waits until the guest agent answers (a boot); returns when it did. */
+  async #waitForAgent(handle: VmHandle, call: Call): Promise<number> {
+    const agent = this.#agent(handle);
+    for (;;) {
+      if (!this.#alive(handle)) {
+        throw this.#error(
+          call,
+          'VM_FAILED',
+          `VM ${handle.name} died while booting: ${logTail(this.#qemuLog(handle), 500)}`,
+          {
+            state: 'failed',
+          },
+        );
+      }
+      try {
+        await agent.ping({ timeoutMs: Math.min(2_000, this.#remaining(call)), signal: call.signal });
+        handle.agentSeen = true;
+        return Date.now();
+      } catch (error) {
+        if (call.signal.aborted) {
+          throw withDetails(call.signal.reason, { serialLogTail: logTail(handle.paths.serialLog, 500) });
+        }
+        if (!isIntermissionError(error)) throw error;
+      }
+      await delay(Math.min(250, this.#remaining(call)), undefined, { signal: call.signal }).catch(() => undefined);
+    }
+  }
+
+  /** After a boot: set the guest clock from the host's (the RTC has whole seconds). Best effort. */
+  async #resyncQuietly(handle: VmHandle, call: Call): Promise<void> {
+    await this.resyncClock({ vm: handle.name, deadline: call.deadline, toleranceMs: 1 }).catch(() => undefined);
+  }
+
+  #qemuLog(handle: VmHandle): string {
+    return processPaths(handle.paths.dir, handle.record.current.generation).qemuLog;
+  }
+
+  #writeRecord(handle: VmHandle, record: VmRecordFile): void {
+    handle.record = record;
+    writeJsonAtomic(handle.paths.record, record);
+  }
+
+  #resolveSpec(options: QemuLaunchOptions): ResolvedVmSpec {
+    const invalid = (message: string): IntermissionError =>
+      new IntermissionError('INVALID_INPUT', `VM ${JSON.stringify(options.vm)}: ${message}`);
+    if (!VM_NAME_PATTERN.test(options.vm)) {
+      throw invalid('a VM name is letters, digits, . _ - (at most 63), starting with a letter or digit');
+    }
+    const ramMb = options.ramMb ?? this.config.defaultRamMb;
+    const cpus = options.cpus ?? this.config.defaultCpus;
+    if (!(Number.isInteger(ramMb) && ramMb >= 64)) throw invalid('ramMb must be an integer >= 64');
+    if (!(Number.isInteger(cpus) && cpus >= 1)) throw invalid('cpus must be an integer >= 1');
+    const paths = vmPaths(this.config.runDir, options.vm);
+    const metadataSocket = options.metadataSocket ?? paths.defaultMetadataSocket;
+    if (!SAFE_PATH_PATTERN.test(metadataSocket)) {
+      throw invalid(`metadataSocket ${metadataSocket}: only letters, digits and . _ / + - are allowed`);
+    }
+    checkSocketPath(metadataSocket);
+    const longest = processPaths(paths.dir, 9999);
+    for (const path of [longest.qmp, longest.watchdogQmp, longest.opsQmp, longest.guestAgent, longest.migrate]) {
+      checkSocketPath(path);
+    }
+    const kernelArgs = options.kernelArgs ?? '';
+    if (/["'\\\n]/.test(kernelArgs)) throw invalid('kernelArgs may not contain quotes, backslashes or newlines');
+    const devices = (options.devices ?? []).map((device) => {
+      const values = [
+        device.driver,
+        ...Object.entries(device.props ?? {})
+          .flat()
+          .map(String),
+      ];
+      if (values.some((v) => v === '' || /[,\s]/.test(v)))
+        throw invalid(`device ${device.driver}: no commas or spaces`);
+      return Object.freeze({ ...device, props: Object.freeze({ ...device.props }) });
+    });
+    const objects = [...(options.objects ?? [])];
+    if (objects.some((o) => /\s/.test(o))) throw invalid('objects may not contain spaces');
+    const sharedMemory = options.sharedMemory ?? true;
+    const memPath = sharedMemory
+      ? `${this.config.memoryDir}/intermission-${options.vm}-${randomBytes(4).toString('hex')}.ram`
+      : null;
+    return Object.freeze({
+      vm: options.vm,
+      ramMb,
+      cpus,
+      sharedMemory,
+      guestAgent: options.guestAgent ?? true,
+      metadataSocket,
+      kernelArgs,
+      devices: Object.freeze(devices),
+      objects: Object.freeze(objects),
+      memPath,
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Processes
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Starts a QEMU process for the VM (booting, or waiting for an incoming migration) and its resume
+   * watchdog, and connects the driver's monitor. On failure the process is killed again.
+   */
+  async #startProcess(
+    handle: VmHandle,
+    process: Pick<ProcessRecord, 'generation' | 'vmmVersion' | 'binary'>,
+    incoming: boolean,
+    call: Call,
+  ): Promise<StartedProcess> {
+    const paths = processPaths(handle.paths.dir, process.generation);
+    rmSync(paths.dir, { recursive: true, force: true });
+    ensureDir(paths.dir);
+    const argv = buildQemuArgv({
+      config: this.config,
+      spec: handle.record.spec,
+      vmPaths: handle.paths,
+      paths,
+      incoming,
+    });
+    let child: { pid: number; exited(): boolean };
+    try {
+      child = await spawnDetached(process.binary, argv, { logFile: paths.qemuLog, cwd: paths.dir });
+    } catch (error) {
+      throw this.#error(call, 'OPERATION_FAILED', `cannot start ${process.binary}: ${String(error)}`, {}, error);
+    }
+    try {
+      for (;;) {
+        if (existsSync(paths.qmp) && existsSync(paths.watchdogQmp)) break;
+        if (child.exited() || !isAlive(child.pid)) {
+          throw this.#error(
+            call,
+            'OPERATION_FAILED',
+            `QEMU for VM ${handle.name} exited at start: ${logTail(paths.qemuLog)}`,
+            {
+              qemuLog: paths.qemuLog,
+            },
+          );
+        }
+        await delay(5, undefined, { signal: call.signal });
+      }
+      const session = await this.#connect(handle, paths.qmp, process.generation, call);
+      const watchdogPid = await this.#startWatchdog(handle, paths);
+      const record: ProcessRecord = { ...process, pid: child.pid, startedAt: Date.now(), watchdogPid };
+      return { record, paths, session };
+    } catch (error) {
+      signalGroup(child.pid, 'SIGKILL');
+      await waitGone(child.pid, 2_000);
+      throw error;
+    }
+  }
+
+  /** Makes a started process the VM's current one, on disk and in memory. */
+  #adoptProcess(handle: VmHandle, started: StartedProcess): void {
+    this.#writeRecord(handle, { ...handle.record, current: started.record, pending: null });
+    void handle.session?.qmp.close();
+    handle.session = started.session;
+    void handle.agent?.close();
+    handle.agent = undefined;
+  }
+
+  /** Starts the resume watchdog of one process; returns its pid. */
+  async #startWatchdog(handle: VmHandle, paths: ProcessPaths): Promise<number> {
+    const [command, ...prefix] = this.config.watchdogCommand ?? defaultWatchdogCommand();
+    if (command === undefined) throw new IntermissionError('INVALID_INPUT', 'watchdog.command is empty');
+    const child = await spawnDetached(
+      command,
+      [
+        ...prefix,
+        '--qmp',
+        paths.watchdogQmp,
+        '--lease',
+        handle.paths.lease,
+        '--max-pause-ms',
+        String(this.config.watchdogMaxPauseMs),
+      ],
+      { logFile: paths.watchdogLog, cwd: paths.dir },
+    );
+    return child.pid;
+  }
+
+  /** Quits a process of the VM (killing it when it does not go) and its watchdog; removes its dir. */
+  async #retire(handle: VmHandle, process: ProcessRecord, session: Session | undefined): Promise<void> {
+    const paths = processPaths(handle.paths.dir, process.generation);
+    if (isAlive(process.pid, paths.qmp)) {
+      if (session !== undefined && !session.qmp.closed) {
+        await session.qmp.execute('quit', undefined, { timeoutMs: CLEANUP_STEP_MS }).catch(() => undefined);
+      }
+      await stopGroup(process.pid, { graceMs: QUIT_GRACE_MS, needle: paths.qmp });
+    } else {
+      await stopGroup(process.pid, { graceMs: 0, needle: paths.qmp });
+    }
+    if (session !== undefined) await session.qmp.close();
+    // The watchdog exits with its monitor; this is for one that did not.
+    await stopGroup(process.watchdogPid, { graceMs: 1_000, needle: paths.watchdogQmp });
+    rmSync(paths.dir, { recursive: true, force: true });
+  }
+
+  async #destroyHandle(handle: VmHandle): Promise<void> {
+    const { current, pending } = handle.record;
+    if (pending !== null) await this.#retire(handle, pending, undefined);
+    await this.#retire(handle, current, handle.session);
+    handle.session = undefined;
+    void handle.agent?.close();
+    handle.agent = undefined;
+    if (handle.record.spec.memPath !== null) removeFile(handle.record.spec.memPath);
+    rmSync(handle.paths.dir, { recursive: true, force: true });
+    this.#handles.delete(handle.name);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Migration
+  // -------------------------------------------------------------------------------------------
+
+  async #migrate(
+    call: Call,
+    handle: VmHandle,
+    targetVersion: string,
+    ramTransfer: RamTransferMode,
+    skipSameVersion: boolean,
+  ): Promise<QemuSwapVmmResult> {
+    const { spec } = handle.record;
+    const from = handle.record.current;
+    if (this.#alive(handle)) this.#notBusy(call, handle);
+    const binary = this.#binary(call, targetVersion);
+    const problems: string[] = [];
+    if (ramTransfer === 'shared' && !spec.sharedMemory) problems.push('its RAM is not in shareable memory');
+    // Copying into a mapping both processes share would overwrite the running guest's memory with
+    // older copies of its pages: a copying migration needs private RAM.
+    if (ramTransfer === 'copy' && spec.sharedMemory) problems.push('a copying migration needs private RAM');
+    const oldSession = await this.#session(handle, call);
+    const blockingDevices = await this.#blockers(handle, call);
+    if (blockingDevices.length > 0) problems.push(`devices ${blockingDevices.join('; ')} cannot be migrated`);
+    if (problems.length > 0) {
+      throw this.#error(call, 'UNSUPPORTED', `VM ${handle.name} cannot move to a new process: ${problems.join('; ')}`, {
+        sharedMemory: spec.sharedMemory,
+        blockingDevices,
+      });
+    }
+    if (skipSameVersion && from.vmmVersion === targetVersion) {
+      return Object.freeze({
+        changed: false,
+        fromVersion: from.vmmVersion,
+        toVersion: targetVersion,
+        generation: from.generation,
+        downtimeMs: 0,
+        totalMs: 0,
+        startedAt: call.startedAt,
+        completedAt: call.startedAt,
+        ramTransfer,
+        migration: null,
+        stoppedAt: null,
+        resumedAt: null,
+      });
+    }
+    const status = await this.#status(oldSession, call);
+    if (status !== 'running' && status !== 'paused') throw this.#stateError(call, handle, status);
+    const wasPaused = status === 'paused';
+    const pausedBefore = wasPaused ? this.#pausedSinceOf(handle) : null;
+    handle.operation = 'swap';
+    const next: ProcessRecord = {
+      generation: from.generation + 1,
+      vmmVersion: targetVersion,
+      binary,
+      pid: 0,
+      startedAt: 0,
+      watchdogPid: 0,
+    };
+    const pending = (process: ProcessRecord): PendingSwap => ({ ...process, wasPaused, ramTransfer });
+    this.#writeRecord(handle, { ...handle.record, pending: pending(next) });
+
+    let started: StartedProcess | undefined;
+    let stoppedAt: number | null = null;
+    let resumedAt: number | null = null;
+    let info: QmpMigrationInfo;
+    try {
+      started = await this.#startProcess(handle, next, true, call);
+      this.#writeRecord(handle, { ...handle.record, pending: pending(started.record) });
+      const target = started.session;
+      const capabilities = [
+        { capability: 'events', state: true },
+        { capability: 'x-ignore-shared', state: ramTransfer === 'shared' },
+      ];
+      await Promise.all(
+        [oldSession, target].map((s) =>
+          s.qmp.execute('migrate-set-capabilities', { capabilities }, this.#qmpOptions(call)),
+        ),
+      );
+      if (ramTransfer === 'copy') {
+        await oldSession.qmp.executeRaw(
+          'migrate-set-parameters',
+          { 'max-bandwidth': COPY_MIGRATION_BANDWIDTH },
+          this.#qmpOptions(call),
+        );
+      }
+      const uri = `unix:${started.paths.migrate}`;
+      await target.qmp.execute('migrate-incoming', { uri }, this.#qmpOptions(call));
+      const oldMark = oldSession.log.seq;
+      const newMark = target.log.seq;
+      await oldSession.qmp.execute('migrate', { uri }, this.#qmpOptions(call));
+      info = await this.#awaitMigration(handle, oldSession, call);
+      if (!wasPaused) {
+        stoppedAt = oldSession.log.find('STOP', oldMark)?.timestampMs ?? null;
+        const resume = await target.log.waitFor('RESUME', newMark, {
+          timeoutMs: this.#remaining(call),
+          signal: call.signal,
+        });
+        if (resume === undefined) {
+          if (call.signal.aborted) throw call.signal.reason;
+          throw this.#error(
+            call,
+            'OPERATION_FAILED',
+            `the new QEMU process of VM ${handle.name} did not start the VM: ${logTail(started.paths.qemuLog, 500)}`,
+          );
+        }
+        resumedAt = resume.timestampMs;
+      } else {
+        await this.#awaitIncomingDone(target, call);
+      }
+    } catch (error) {
+      const cause = this.#normalize(call, error);
+      if (resumedAt === null) {
+        await this.#rollback(handle, started, wasPaused);
+        throw withDetails(cause, { rolledBack: true });
+      }
+      throw withDetails(cause, { rolledBack: false });
+    }
+    // The new process runs the VM (or holds it paused): from here on there is no way back.
+    const completedAt = resumedAt ?? Date.now();
+    this.#adoptProcess(handle, started);
+    handle.pausedSince = wasPaused ? pausedBefore : null;
+    if (wasPaused && pausedBefore !== null) {
+      const lease = readLease(handle.paths.lease);
+      if (lease !== undefined) writeJsonAtomic(handle.paths.lease, { ...lease, pausedAt: pausedBefore });
+    }
+    handle.operation = null;
+    // QEMU fills in its downtime figures just after the status turns `completed`: read them again.
+    const stats = await oldSession.qmp
+      .execute('query-migrate', undefined, { timeoutMs: CLEANUP_STEP_MS })
+      .then((final) => (final.status === 'completed' ? final : info))
+      .catch(() => info);
+    await this.#retire(handle, from, oldSession);
+    const downtimeMs = stoppedAt !== null && resumedAt !== null ? resumedAt - stoppedAt : 0;
+    return Object.freeze({
+      changed: true,
+      fromVersion: from.vmmVersion,
+      toVersion: targetVersion,
+      generation: started.record.generation,
+      downtimeMs,
+      totalMs: completedAt - call.startedAt,
+      startedAt: call.startedAt,
+      completedAt,
+      ramTransfer,
+      migration: migrationStats(stats),
+      stoppedAt,
+      resumedAt,
+    });
+  }
+
+  /** Waits for the outgoing migration to complete (MIGRATION events, `query-migrate` to confirm). */
+  async #awaitMigration(handle: VmHandle, session: Session, call: Call): Promise<QmpMigrationInfo> {
+    for (;;) {
+      const mark = session.log.seq;
+      const info = await session.qmp.execute('query-migrate', undefined, this.#qmpOptions(call));
+      if (info.status === 'completed') return info;
+      if (info.status === 'failed' || info.status === 'cancelled') {
+        throw this.#error(
+          call,
+          'OPERATION_FAILED',
+          `migration of VM ${handle.name} ${info.status}: ${info['error-desc'] ?? 'no reason given'}`,
+          {
+            migrationStatus: info.status,
+          },
+        );
+      }
+      await session.log.waitFor('MIGRATION', mark, { timeoutMs: 20, signal: call.signal });
+      if (call.signal.aborted) throw call.signal.reason;
+    }
+  }
+
+  /** For a paused VM, which the destination does not start: waits until it has left `inmigrate`. */
+  async #awaitIncomingDone(session: Session, call: Call): Promise<void> {
+    for (;;) {
+      const status = await this.#status(session, call);
+      if (status === 'paused' || status === 'running') return;
+      if (status !== 'inmigrate') {
+        throw this.#error(call, 'OPERATION_FAILED', `the new QEMU process ended in state ${status}`, { status });
+      }
+      await delay(5, undefined, { signal: call.signal });
+    }
+  }
+
+  /**
+   * Undoes a swap that did not reach the new process: kills it, cancels the migration, and lets the
+   * old process run the VM again (or hold it paused, as it was). Runs without the caller's deadline.
+   */
+  async #rollback(handle: VmHandle, started: StartedProcess | undefined, wasPaused: boolean): Promise<void> {
+    const pending = handle.record.pending;
+    if (started !== undefined) {
+      await started.session.qmp.close();
+      await stopGroup(started.record.pid, { graceMs: 0, needle: started.paths.qmp });
+      await stopGroup(started.record.watchdogPid, { graceMs: 0, needle: started.paths.watchdogQmp });
+      rmSync(started.paths.dir, { recursive: true, force: true });
+    } else if (pending !== null) {
+      rmSync(processPaths(handle.paths.dir, pending.generation).dir, { recursive: true, force: true });
+    }
+    const session = handle.session;
+    if (session !== undefined && !session.qmp.closed) {
+      await restoreSource(session.qmp, wasPaused).catch(() => undefined);
+    } else {
+      // The driver's monitor is gone (the driver was closed mid-swap): the spare one still reaches
+      // the old process, which must not be left stopped for its switchover.
+      const ops = processPaths(handle.paths.dir, handle.record.current.generation).opsQmp;
+      await withMonitor(ops, (qmp) => restoreSource(qmp, wasPaused)).catch(() => undefined);
+    }
+    this.#writeRecord(handle, { ...handle.record, pending: null });
+    handle.operation = null;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Adoption
+  // -------------------------------------------------------------------------------------------
+
+  async #adoptAll(): Promise<void> {
+    for (const name of listVmDirs(this.config.runDir)) {
+      const paths = vmPaths(this.config.runDir, name);
+      const record = readVmRecord(paths.record);
+      if (record === undefined) continue;
+      const handle: VmHandle = {
+        name,
+        paths,
+        record,
+        session: undefined,
+        agent: undefined,
+        pausedSince: null,
+        operation: null,
+        agentSeen: false,
+      };
+      this.#handles.set(name, handle);
+      if (record.pending !== null) await this.#finishPendingSwap(handle, record.pending);
+      await this.#ensureWatchdog(handle);
+    }
+  }
+
+  /**
+   * A swap a previous driver left under way: the new process keeps the VM when it runs it (the old
+   * one finished its part, or is gone); otherwise the new process goes and the old one runs on.
+   */
+  async #finishPendingSwap(handle: VmHandle, pending: PendingSwap): Promise<void> {
+    const from = handle.record.current;
+    const oldPaths = processPaths(handle.paths.dir, from.generation);
+    const newPaths = processPaths(handle.paths.dir, pending.generation);
+    const oldStatus = await probeStatus(from.pid, oldPaths.qmp);
+    const newStatus = await probeStatus(pending.pid, newPaths.qmp);
+    const newRuns = newStatus === 'running' || newStatus === 'paused';
+    if (newRuns && (oldStatus === undefined || oldStatus === 'postmigrate')) {
+      const next: ProcessRecord = {
+        generation: pending.generation,
+        vmmVersion: pending.vmmVersion,
+        binary: pending.binary,
+        pid: pending.pid,
+        startedAt: pending.startedAt,
+        watchdogPid: pending.watchdogPid,
+      };
+      this.#writeRecord(handle, { ...handle.record, current: next, pending: null });
+      await this.#retire(handle, from, undefined);
+      return;
+    }
+    await stopGroup(pending.pid, { graceMs: 0, needle: newPaths.qmp });
+    await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
+    rmSync(newPaths.dir, { recursive: true, force: true });
+    if (oldStatus !== undefined) {
+      await withMonitor(oldPaths.qmp, (qmp) => restoreSource(qmp, pending.wasPaused)).catch(() => undefined);
+    }
+    this.#writeRecord(handle, { ...handle.record, pending: null });
+  }
+
+  /** Restarts the watchdog of a live process that has none. */
+  async #ensureWatchdog(handle: VmHandle): Promise<void> {
+    const current = handle.record.current;
+    const paths = processPaths(handle.paths.dir, current.generation);
+    if (!isAlive(current.pid, paths.qmp) || isAlive(current.watchdogPid, paths.watchdogQmp)) return;
+    const watchdogPid = await this.#startWatchdog(handle, paths);
+    this.#writeRecord(handle, { ...handle.record, current: { ...current, watchdogPid } });
+  }
+}
+
+/** The driver's state of a VM from QEMU's run state. */
+export function vmStateOf(status: QmpRunState): VmState {
+  switch (status) {
+    case 'running':
+      return 'running';
+    case 'paused':
+    case 'suspended':
+    case 'debug':
+      return 'paused';
+    case 'inmigrate':
+    case 'finish-migrate':
+    case 'postmigrate':
+    case 'save-vm':
+    case 'restore-vm':
+      return 'migrating';
+    case 'shutdown':
+    case 'prelaunch':
+      return 'stopped';
+    default:
+      return 'failed';
+  }
+}
+
+function migrationStats(info: QmpMigrationInfo): QemuMigrationStats {
+  return Object.freeze({
+    transferredBytes: info.ram?.transferred ?? 0,
+    ramTotalBytes: info.ram?.total ?? 0,
+    qemuDowntimeMs: info.downtime ?? null,
+    qemuTotalMs: info['total-time'] ?? null,
+    setupMs: info['setup-time'] ?? null,
+  });
+}
+
+/**
+ * Puts the source of a failed migration back: cancels a migration still moving, waits for it to
+ * settle, and runs the VM again unless it was paused before (then it stays paused).
+ */
+async function restoreSource(qmp: QmpClient, wasPaused: boolean): Promise<void> {
+  const options = { timeoutMs: CLEANUP_STEP_MS };
+  const info = await qmp.execute('query-migrate', undefined, options);
+  if (info.status !== undefined && ACTIVE_MIGRATION.has(info.status)) {
+    await qmp.execute('migrate_cancel', undefined, options).catch(() => undefined);
+  }
+  const end = Date.now() + CLEANUP_STEP_MS;
+  let status = (await qmp.execute('query-status', undefined, options)).status;
+  while (status === 'finish-migrate' && Date.now() < end) {
+    await delay(10);
+    status = (await qmp.execute('query-status', undefined, options)).status;
+  }
+  const migrating = (await qmp.execute('query-migrate', undefined, options)).status;
+  if (migrating !== undefined && ACTIVE_MIGRATION.has(migrating)) await delay(50);
+  if (status === 'postmigrate' || (status === 'paused' && !wasPaused)) {
+    await qmp.execute('cont', undefined, options);
+    if (wasPaused) await qmp.execute('stop', undefined, options);
+  }
+}
+
+/** Runs `body` on a short-lived monitor connection. */
+async function withMonitor<T>(path: string, body: (qmp: QmpClient) => Promise<T>): Promise<T> {
+  const qmp = await QmpClient.connect({ path, timeoutMs: MONITOR_CONNECT_TIMEOUT_MS });
+  try {
+    return await body(qmp);
+  } finally {
+    await qmp.close();
+  }
+}
+
+/** The run state of a process, or undefined when it is gone or does not answer. */
+async function probeStatus(pid: number, qmpPath: string): Promise<QmpRunState | undefined> {
+  if (!isAlive(pid, qmpPath)) return undefined;
+  return withMonitor(qmpPath, async (qmp) => (await qmp.execute('query-status')).status).catch(() => undefined);
+}
+
+/**
+ * How to start the watchdog: `node watchdog.js` beside this module once built, or through tsx when
+ * running from source.
+ */
+function defaultWatchdogCommand(): string[] {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) {
+    const tsx: string = String(import.meta.resolve('tsx'));
+    return [process.execPath, '--import', tsx, fileURLToPath(new URL('./watchdog.ts', here))];
+  }
+  return [process.execPath, fileURLToPath(new URL('./watchdog.js', here))];
+}

@@ -1,0 +1,123 @@
+import type { OperationOptions, SwapVmmOptions, SwapVmmResult, VmRuntimeInfo } from '../driver.js';
+
+/**
+ * Device drivers whose state QEMU cannot migrate: a VM with one of them cannot move to a new VMM
+ * process in place (its planner path falls back). QEMU's own `query-migrate` `blocked-reasons`
+ * is consulted as well, for blockers this table does not know.
+ */
+export const NON_MIGRATABLE_DEVICE_DRIVERS: readonly string[] = Object.freeze([
+  'vfio-pci',
+  'vfio-pci-nohotplug',
+  'vfio-platform',
+  'vfio-ccw',
+  'vfio-ap',
+  'vhost-user-fs-pci',
+  'ivshmem-doorbell',
+]);
+
+/** One extra device of a VM (`-device driver,props…`), beyond the ones every VM has. */
+export interface QemuDeviceSpec {
+  /** The QEMU device driver, e.g. `vfio-pci`. */
+  readonly driver: string;
+  /** Its properties, e.g. `{ host: '0000:3b:00.0' }`. */
+  readonly props?: Readonly<Record<string, string | number | boolean>>;
+  /**
+   * Whether its state can be migrated. Default: false for {@link NON_MIGRATABLE_DEVICE_DRIVERS},
+   * true otherwise.
+   */
+  readonly migratable?: boolean;
+}
+
+/** What a VM is made of: the part of a launch that every later process of the VM repeats. */
+export interface QemuVmSpec {
+  /** The VM's name: letters, digits, `.`, `_` and `-`. */
+  readonly vm: string;
+  /** Default the driver's `defaultRamMb`. */
+  readonly ramMb?: number;
+  /** Default the driver's `defaultCpus`. */
+  readonly cpus?: number;
+  /** The VMM build to run it on; a key of `vmmBuilds`. Default the driver's `defaultVmmVersion`. */
+  readonly vmmVersion?: string;
+  /**
+   * RAM in a shared file mapping (`memory-backend-file,share=on` under `memoryDir`), which a new VMM
+   * process maps again: what an in-place swap needs. False: private RAM, which only a copying
+   * migration can move. Default true.
+   */
+  readonly sharedMemory?: boolean;
+  /** A virtio-serial channel for qemu-ga. Default true. */
+  readonly guestAgent?: boolean;
+  /**
+   * The unix socket of this VM's metadata service (served by the host agent, e.g. with
+   * `listenMetadata`): the guest's connections to 169.254.169.254:80 are forwarded there, one socat
+   * per connection, so the service knows which VM calls. Default `<runDir>/<vm>/metadata.sock`.
+   */
+  readonly metadataSocket?: string;
+  /** Appended to the kernel command line (e.g. `tenant.beat=1`). */
+  readonly kernelArgs?: string;
+  /** Extra devices; see {@link QemuDeviceSpec}. */
+  readonly devices?: readonly QemuDeviceSpec[];
+  /** Extra `-object` values (e.g. the memory backend of an extra device). */
+  readonly objects?: readonly string[];
+}
+
+/** Options of {@link QemuDriver.launch}. */
+export interface QemuLaunchOptions extends QemuVmSpec, OperationOptions {
+  /**
+   * Wait until the guest agent answers, then set the guest clock from the host's (a fresh boot reads
+   * the RTC, which has whole seconds). Default: true when the VM has a guest agent.
+   */
+  readonly waitForGuestAgent?: boolean;
+}
+
+/** A VM as {@link QemuDriver.launch} and {@link QemuDriver.describeVm} report it. */
+export interface QemuVmInfo extends VmRuntimeInfo {
+  readonly ramMb: number;
+  readonly sharedMemory: boolean;
+  /** The VM's directory under the run dir. */
+  readonly dir: string;
+  /** The serial console's log file (one file for every process of the VM, appended to). */
+  readonly serialLog: string;
+  /** The metadata socket the guest's 169.254.169.254:80 leads to. */
+  readonly metadataSocket: string;
+  /** The guest agent's socket of the current process, or null without a guest agent. */
+  readonly guestAgentSocket: string | null;
+  /** The resume watchdog process of the current VMM process, or null when none runs. */
+  readonly watchdogPid: number | null;
+}
+
+/** How guest RAM moves in a local migration. */
+export const RAM_TRANSFER_MODES = ['shared', 'copy'] as const;
+/**
+ * One of {@link RAM_TRANSFER_MODES}: `shared` maps the same RAM in the new process and skips it
+ * (`x-ignore-shared`: the in-place swap); `copy` sends every page over the socket, as a live
+ * migration to another host would (for comparison).
+ */
+export type RamTransferMode = (typeof RAM_TRANSFER_MODES)[number];
+
+/** Options of {@link QemuDriver.migrateLocally}. */
+export interface LocalMigrationOptions extends SwapVmmOptions {
+  readonly ramTransfer: RamTransferMode;
+}
+
+/** What QEMU reported of one migration (`query-migrate` once completed). */
+export interface QemuMigrationStats {
+  /** Bytes sent over the migration socket: device state plus any RAM not skipped. */
+  readonly transferredBytes: number;
+  /** Guest RAM QEMU accounted for (skipped shared RAM excluded). */
+  readonly ramTotalBytes: number;
+  /** QEMU's own measure of the downtime. */
+  readonly qemuDowntimeMs: number | null;
+  readonly qemuTotalMs: number | null;
+  readonly setupMs: number | null;
+}
+
+/** Result of {@link QemuDriver.swapVmm} and {@link QemuDriver.migrateLocally}. */
+export interface QemuSwapVmmResult extends SwapVmmResult {
+  readonly ramTransfer: RamTransferMode;
+  /** Null when nothing was done (`changed: false`). */
+  readonly migration: QemuMigrationStats | null;
+  /** The source's STOP event (host wall clock), or null when the VM was already paused. */
+  readonly stoppedAt: number | null;
+  /** The destination's RESUME event, or null when the VM stays paused. */
+  readonly resumedAt: number | null;
+}

@@ -1,0 +1,131 @@
+/**
+ * The resume watchdog's rule (a pure function) and its loop against a fake QMP peer: it resumes a
+ * paused process at its lease, never one that is migrating, and caps any pause at its maximum.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decideLease, leaseApplies, ResumeWatchdog, type LeaseFile } from '../../src/hypervisor/index.js';
+import { QmpClient } from '../../src/qmp/index.js';
+import { FakeQmpServer } from '../qmp/fake-qmp-server.js';
+
+const T0 = 1_800_000_000_000;
+const MAX = 30_000;
+
+void describe('decideLease', () => {
+  void it('leaves a running or migrating process alone', () => {
+    for (const status of ['running', 'inmigrate', 'finish-migrate', 'postmigrate', 'prelaunch', 'shutdown']) {
+      const decision = decideLease({ status, pausedSince: T0, lease: undefined, now: T0 + 60_000, maxPauseMs: MAX });
+      assert.equal(decision.kind, 'idle', status);
+    }
+  });
+
+  void it('waits until the lease, then resumes', () => {
+    const lease: LeaseFile = { until: T0 + 5_000, writtenAt: T0 - 2, pausedAt: T0 };
+    const waiting = decideLease({ status: 'paused', pausedSince: T0, lease, now: T0 + 4_999, maxPauseMs: MAX });
+    assert.deepEqual(waiting, { kind: 'wait', deadline: T0 + 5_000, pausedSince: T0, leased: true });
+    const due = decideLease({ status: 'paused', pausedSince: T0, lease, now: T0 + 5_000, maxPauseMs: MAX });
+    assert.equal(due.kind, 'resume');
+  });
+
+  void it('caps every pause at maxPauseMs, lease or not', () => {
+    const long: LeaseFile = { until: T0 + 120_000, writtenAt: T0 - 1 };
+    const capped = decideLease({ status: 'paused', pausedSince: T0, lease: long, now: T0, maxPauseMs: MAX });
+    assert.equal(capped.kind === 'wait' ? capped.deadline : 0, T0 + MAX);
+    const none = decideLease({ status: 'paused', pausedSince: T0, lease: undefined, now: T0 + MAX, maxPauseMs: MAX });
+    assert.equal(none.kind, 'resume');
+    const unknownStart = decideLease({
+      status: 'paused',
+      pausedSince: null,
+      lease: undefined,
+      now: T0,
+      maxPauseMs: MAX,
+    });
+    assert.equal(
+      unknownStart.kind === 'wait' ? unknownStart.deadline : 0,
+      T0 + MAX,
+      'from now when the start is unknown',
+    );
+  });
+
+  void it('ignores a lease left by an earlier pause', () => {
+    const stale: LeaseFile = { until: T0 - 60_000 + 5_000, writtenAt: T0 - 60_000, pausedAt: T0 - 60_000 };
+    assert.equal(leaseApplies(stale, T0), false);
+    const decision = decideLease({ status: 'paused', pausedSince: T0, lease: stale, now: T0 + 1, maxPauseMs: MAX });
+    assert.equal(decision.kind === 'wait' ? decision.deadline : 0, T0 + MAX);
+    // Written just before the stop, before the driver added pausedAt: it applies.
+    assert.equal(leaseApplies({ until: T0 + 1000, writtenAt: T0 - 3 }, T0), true);
+    assert.equal(leaseApplies({ until: null, writtenAt: T0 - 3 }, T0), false, 'a pause without a lease');
+  });
+});
+
+void describe('ResumeWatchdog against a QMP peer', () => {
+  async function setUp(status: string, lease: () => LeaseFile | undefined, now: () => number = Date.now) {
+    const server = await FakeQmpServer.start({ status });
+    const qmp = await QmpClient.connect({ path: server.path, timeoutMs: 2_000 });
+    const log: string[] = [];
+    const watchdog = new ResumeWatchdog({
+      qmp,
+      readLease: lease,
+      maxPauseMs: MAX,
+      now,
+      log: (entry) => log.push(entry.event),
+      pausedRecheckMs: 20,
+      idleRecheckMs: 50,
+    });
+    return { server, qmp, watchdog, log };
+  }
+
+  void it('checkOnce resumes a paused process whose lease has passed', async () => {
+    const now = Date.now();
+    const { server, watchdog, log } = await setUp('paused', () => ({
+      until: now - 1,
+      writtenAt: now - 10,
+      pausedAt: now - 5,
+    }));
+    try {
+      const check = await watchdog.checkOnce();
+      assert.equal(check.decision.kind, 'resume');
+      assert.equal(check.resumed, true);
+      assert.equal(server.status, 'running');
+      assert.deepEqual(log, ['resume']);
+    } finally {
+      await watchdog.stop();
+      await server.close();
+    }
+  });
+
+  void it('never resumes a process in migration', async () => {
+    const now = Date.now();
+    const { server, watchdog } = await setUp('postmigrate', () => ({ until: now - 1, writtenAt: now - 10 }));
+    try {
+      const check = await watchdog.checkOnce();
+      assert.equal(check.decision.kind, 'idle');
+      assert.equal(check.resumed, false);
+      assert.equal(server.status, 'postmigrate');
+      assert.ok(!server.calls.some((c) => c.command === 'cont'));
+    } finally {
+      await watchdog.stop();
+      await server.close();
+    }
+  });
+
+  void it('started, resumes at the lease a pause it saw begin, and stops with its monitor', async () => {
+    const box: { lease?: LeaseFile } = {};
+    const { server, qmp, watchdog, log } = await setUp('running', () => box.lease);
+    const status = (): string => server.status;
+    watchdog.start();
+    box.lease = { until: Date.now() + 150, writtenAt: Date.now() };
+    const paused = Date.now();
+    await qmp.execute('stop');
+    assert.equal(status(), 'paused');
+    const end = Date.now() + 3_000;
+    while (status() !== 'running' && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    const took = Date.now() - paused;
+    assert.equal(status(), 'running', 'resumed');
+    assert.ok(took >= 140 && took < 1_000, `resumed after ${took} ms`);
+    assert.ok(log.includes('resume'));
+    server.dropConnections();
+    await watchdog.done;
+    await server.close();
+  });
+});
