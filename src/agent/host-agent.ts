@@ -281,7 +281,12 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
     try {
       for (const vm of vms) {
         const ok = await this.#vmOp(results, vm, async () => {
-          const { pausedAt } = await this.#driver.pause({ vm: vm.name });
+          // The hypervisor's own lease (a watchdog outside this process) is the backstop should this
+          // agent die: it resumes the VM just after this agent's lease would have.
+          const { pausedAt } = await this.#driver.pause({
+            vm: vm.name,
+            leaseUntil: this.#time.now() + vm.pauseBudgetMs - this.#margin(vm) / 2,
+          });
           const deadline = pausedAt + vm.pauseBudgetMs - this.#margin(vm);
           const stop = new AbortController();
           const done = this.#time.sleep(Math.max(0, deadline - this.#time.now()), { signal: stop.signal }).then(
