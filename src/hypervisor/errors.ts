@@ -99,3 +99,26 @@ export function withDetails(error: unknown, extra: Readonly<Record<string, unkno
   if (base.stack !== undefined) copy.stack = base.stack;
   return copy;
 }
+
+/**
+ * A driver error about one call of a driver, with the operation, host and VM in its details: what
+ * every driver reports the same way.
+ */
+export function operationError(options: {
+  readonly host: string;
+  readonly call: { readonly operation: string; readonly vm: string | undefined };
+  readonly reason: DriverErrorReason;
+  readonly message: string;
+  readonly extra?: Readonly<Record<string, unknown>>;
+  readonly cause?: unknown;
+  readonly retryable?: boolean;
+}): IntermissionError {
+  const { host, call, reason, message, extra = {}, cause, retryable } = options;
+  return driverError({
+    reason,
+    message,
+    details: { operation: call.operation, host, ...(call.vm === undefined ? {} : { vm: call.vm }), ...extra },
+    cause,
+    ...(retryable === undefined ? {} : { retryable }),
+  });
+}

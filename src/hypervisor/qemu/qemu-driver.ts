@@ -36,7 +36,7 @@ import type {
   VmRuntimeInfo,
   VmState,
 } from '../driver.js';
-import { driverError, isDriverError, withDetails, type DriverErrorReason } from '../errors.js';
+import { driverError, isDriverError, operationError, withDetails, type DriverErrorReason } from '../errors.js';
 import { buildQemuArgv, describeDevice, isMigratableDevice } from './internal/argv.js';
 import { EventLog } from './internal/event-log.js';
 import {
@@ -656,15 +656,12 @@ export class QemuDriver implements HypervisorDriver {
     cause?: unknown,
     retryable?: boolean,
   ): IntermissionError {
-    return driverError({
+    return operationError({
+      host: this.host,
+      call,
       reason,
       message,
-      details: {
-        operation: call.operation,
-        host: this.host,
-        ...(call.vm === undefined ? {} : { vm: call.vm }),
-        ...extra,
-      },
+      extra,
       cause,
       ...(retryable === undefined ? {} : { retryable }),
     });

@@ -24,7 +24,7 @@ import type {
   VmOperationOptions,
   VmRuntimeInfo,
 } from '../driver.js';
-import { driverError, withDetails, type DriverErrorReason } from '../errors.js';
+import { operationError, withDetails, type DriverErrorReason } from '../errors.js';
 import { GuestClock } from './internal/guest-clock.js';
 import type { HostState, VmRecord } from './internal/host-state.js';
 import type { SimFault } from './sim-config.js';
@@ -536,15 +536,12 @@ export class SimDriver implements HypervisorDriver {
     cause?: unknown,
     retryable?: boolean,
   ): IntermissionError {
-    return driverError({
+    return operationError({
+      host: this.host,
+      call,
       reason,
       message,
-      details: {
-        operation: call.operation,
-        host: this.host,
-        ...(call.vm === undefined ? {} : { vm: call.vm }),
-        ...extra,
-      },
+      extra,
       cause,
       ...(retryable === undefined ? {} : { retryable }),
     });
