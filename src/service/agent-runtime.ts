@@ -3,10 +3,20 @@ import { join, resolve } from 'node:path';
 import { FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
 import { SIM_HOST_ROUTE_PREFIX, createSimHostApp } from '../agent/sim-app.js';
 import { FleetIndex, IntermissionError, type Fleet } from '../domain/index.js';
+import type { HypervisorDriver } from '../hypervisor/driver.js';
 import { createSimFleet, realTime, type SimHost } from '../hypervisor/sim/index.js';
 import type { ListenAddress } from './address.js';
 import { serveFetch } from './http.js';
 import type { Logger } from './logging.js';
+import { openQemuHost, type QemuHostConfig, type QemuHostStart } from './qemu-host.js';
+
+/**
+ * What the agent drives: a simulated host in this process (the default), or the real VMs of this
+ * machine through QEMU.
+ */
+export type AgentDriverChoice =
+  | { readonly kind: 'sim'; /** Seeds the simulated host's timings. Default 1. */ readonly seed?: number }
+  | { readonly kind: 'qemu'; readonly config: QemuHostConfig };
 
 /** Options of {@link startAgentRuntime}. */
 export interface AgentRuntimeOptions {
@@ -19,16 +29,20 @@ export interface AgentRuntimeOptions {
   readonly listen: ListenAddress;
   /** The controller ↔ agent token. */
   readonly token: string;
-  /** Seeds the simulated host's timings. Default 1. */
-  readonly seed?: number;
+  /** Default: a simulated host seeded with 1. */
+  readonly driver?: AgentDriverChoice;
   readonly logger?: Logger;
 }
 
 /** A running host agent process. */
 export interface AgentRuntime {
   readonly agent: HostAgent;
-  /** The simulated host the agent drives (it lives in this process). */
-  readonly simHost: SimHost;
+  /** The driver the agent acts through. */
+  readonly driver: HypervisorDriver;
+  /** The simulated host the agent drives (it lives in this process); absent for QEMU. */
+  readonly simHost: SimHost | undefined;
+  /** For QEMU: which VMs were adopted, launched, or found outside the fleet at start. */
+  readonly qemu: QemuHostStart | undefined;
   readonly address: ListenAddress;
   readonly journalFile: string;
   /**
@@ -39,40 +53,56 @@ export interface AgentRuntime {
 }
 
 /**
- * One host agent over a simulated host, served over HTTP: the agent half of the multi-process
- * topology (`intermission agent`). Its journal is a file, so a restarted agent answers a step it
+ * One host agent, over a simulated host or this machine's QEMU VMs, served over HTTP: the agent
+ * half of the multi-process topology (`intermission agent`). Its journal is a file, so a restarted agent answers a step it
  * ran before from the journal and fails a step that its previous process was running instead of
  * running it again (invariant 5). The simulated VMs live in this process: when it dies they die
  * with it and come back running on restart, so the simulator cannot show a VM left paused by a
- * dead agent (a QEMU host keeps its VMs, and the new agent resumes them on start).
+ * dead agent. QEMU VMs outlive the agent: a restarted agent adopts them (their resume watchdogs
+ * bound any pause meanwhile), resumes any still paused, and boots fleet VMs that do not run.
  */
 export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<AgentRuntime> {
   const fleet = new FleetIndex(options.fleet);
   const host = fleet.host(options.host);
   if (!host) throw new IntermissionError('INVALID_INPUT', `host ${JSON.stringify(options.host)} is not in the fleet`);
   const time = realTime();
-  const simHost = createSimFleet({
-    fleet: { hosts: [host], vms: fleet.vmsOnHost(host.name) },
-    time,
-    seed: options.seed ?? 1,
-  }).get(host.name);
-  if (!simHost) throw new IntermissionError('INTERNAL', `the simulator made no host ${host.name}`);
+  const choice = options.driver ?? { kind: 'sim' };
   const stateDir = resolve(options.stateDir);
   await mkdir(join(stateDir, 'agents'), { recursive: true, mode: 0o700 });
   const journalFile = join(stateDir, 'agents', `${options.host}.json`);
-  const agent = await HostAgent.start({
-    driver: simHost.connect(),
-    journal: await FileJournal.open(journalFile),
-    time,
-  });
+  const journal = await FileJournal.open(journalFile);
+
+  let simHost: SimHost | undefined;
+  let qemu: QemuHostStart | undefined;
+  let driver: HypervisorDriver;
+  if (choice.kind === 'sim') {
+    simHost = createSimFleet({
+      fleet: { hosts: [host], vms: fleet.vmsOnHost(host.name) },
+      time,
+      seed: choice.seed ?? 1,
+    }).get(host.name);
+    if (!simHost) throw new IntermissionError('INTERNAL', `the simulator made no host ${host.name}`);
+    driver = simHost.connect();
+  } else {
+    qemu = await openQemuHost({
+      host: host.name,
+      config: choice.config,
+      vms: fleet.vmsOnHost(host.name),
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
+    driver = qemu.driver;
+  }
+  // The agent resumes what a dead predecessor left paused, and fails the step it was running.
+  const agent = await HostAgent.start({ driver, journal, time });
   if (options.logger) logAgent(agent, options.logger);
   const agentApp = createAgentApp({ agent, token: options.token });
-  const simApp = createSimHostApp({ host: simHost, token: options.token });
+  const sim = simHost;
+  const simApp = sim ? createSimHostApp({ host: sim, token: options.token }) : undefined;
   let server: Awaited<ReturnType<typeof serveFetch>>;
   try {
     server = await serveFetch(
       (request) =>
-        new URL(request.url).pathname.startsWith(SIM_HOST_ROUTE_PREFIX)
+        simApp && new URL(request.url).pathname.startsWith(SIM_HOST_ROUTE_PREFIX)
           ? simApp.fetch(request)
           : agentApp.fetch(request),
       options.listen,
@@ -84,11 +114,14 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
   let closing: Promise<void> | undefined;
   return {
     agent,
+    driver,
     simHost,
+    qemu,
     address: server.address,
     journalFile,
     close: () =>
       (closing ??= (async () => {
+        // Closes the driver too; QEMU VMs outlive the agent (closing only disconnects from them).
         await agent.close();
         await server.close();
       })()),

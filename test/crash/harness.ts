@@ -364,6 +364,9 @@ interface ControllerSlot {
   readonly generations: Proc[];
 }
 
+/** Bound on one request of a test to the control or agent API (generous: CI machines are loaded). */
+const REQUEST_TIMEOUT_MS = 10_000;
+
 /** What `control.json` holds. */
 interface ControlFile {
   address: string;
@@ -378,6 +381,14 @@ export interface ClusterOptions {
   readonly timeScale: number;
   /** Seeds the simulated hosts (each host gets seed + its index). */
   readonly seed: number;
+  /** More arguments of a host's agent, e.g. `--driver qemu --qemu-config <file>`. */
+  readonly agentArgs?: (host: string) => readonly string[];
+  /** More arguments of the controller, e.g. `--metadata-dir <dir>`. */
+  readonly controllerArgs?: readonly string[];
+  /** A TCP metadata listener per VM (`--bind vm=127.0.0.1:0`). Default true. */
+  readonly bindMetadata?: boolean;
+  /** How long an agent may take to listen (a QEMU agent boots its VMs first). Default 30 s. */
+  readonly agentStartTimeoutMs?: number;
 }
 
 /**
@@ -440,11 +451,15 @@ export class Cluster {
         'agent',
         ...['--host', host, '--fleet', this.fleetFile, '--listen', `127.0.0.1:${port}`, '--state', stateDir],
         ...['--token-file', this.tokenFile, '--seed', String(seed)],
+        ...(this.options.agentArgs?.(host) ?? []),
       ],
       join(this.dir, 'logs', `agent-${host}.log`),
     );
     this.#procs.push(proc);
-    const m = await proc.waitForLine(/^agent listening host=(\S+) address=127\.0\.0\.1:(\d+)$/);
+    const m = await proc.waitForLine(
+      /^agent listening host=(\S+) address=127\.0\.0\.1:(\d+)$/,
+      this.options.agentStartTimeoutMs,
+    );
     const bound = Number(m[2]);
     if (existing) {
       existing.proc = proc;
@@ -485,7 +500,10 @@ export class Cluster {
         ...['--fleet', this.fleetFile, '--state', this.controllerState, '--token-file', this.tokenFile],
         ...['--control', '127.0.0.1:0', '--time-scale', String(this.options.timeScale)],
         ...[...this.agents.values()].flatMap((a) => ['--agent', `${a.host}=127.0.0.1:${a.port}`]),
-        ...this.options.fleet.vms.flatMap((vm) => ['--bind', `${vm.name}=127.0.0.1:0`]),
+        ...(this.options.bindMetadata === false
+          ? []
+          : this.options.fleet.vms.flatMap((vm) => ['--bind', `${vm.name}=127.0.0.1:0`])),
+        ...(this.options.controllerArgs ?? []),
       ],
       join(this.dir, 'logs', 'controller.log'),
     );
@@ -519,7 +537,7 @@ export class Cluster {
     const { token } = await this.#controlFile();
     const res = await fetch(`http://${this.controller.control}${path}`, {
       headers: { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(3000),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status} ${await res.text()}`);
     return (await res.json()) as T;
@@ -530,7 +548,7 @@ export class Cluster {
     const token = (await readFile(this.tokenFile, 'utf8')).trim();
     const res = await fetch(`http://127.0.0.1:${this.agent(host).port}${path}`, {
       headers: { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(3000),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     if (!res.ok) throw new Error(`GET ${host}${path}: HTTP ${res.status} ${await res.text()}`);
     return (await res.json()) as T;
@@ -710,7 +728,8 @@ export class Watcher {
 
   async #readVm(vm: string): Promise<void> {
     const address = this.#cluster.controller.metadata.get(vm);
-    if (!address || !this.#cluster.controller.proc.alive) return;
+    // A unix socket is a QEMU guest's channel: its tenant reads from inside.
+    if (!address || address.startsWith('unix:') || !this.#cluster.controller.proc.alive) return;
     try {
       const res = await fetch(`http://${address}/metadata/scheduledevents?api-version=2020-07-01`, {
         headers: { Metadata: 'true' },

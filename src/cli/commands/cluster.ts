@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
-import { join } from 'node:path';
-import { IntermissionError } from '../../domain/index.js';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { IntermissionError, type Fleet } from '../../domain/index.js';
 import { formatAddress, parseAddress } from '../../service/address.js';
-import { startAgentRuntime } from '../../service/agent-runtime.js';
+import { startAgentRuntime, type AgentDriverChoice } from '../../service/agent-runtime.js';
 import { loadAgentToken } from '../../service/agent-token.js';
 import { loadFleetFile } from '../../service/fleet-file.js';
+import type { MetadataBinding } from '../../service/metadata-runtime.js';
+import { loadQemuHostFile, metadataSocketOf } from '../../service/qemu-host.js';
 import { createLogger } from '../../service/logging.js';
 import { startMetadataRuntime } from '../../service/metadata-runtime.js';
 import { connectRemoteHosts, type RemoteAgent } from '../../service/remote-hosts.js';
@@ -21,6 +24,8 @@ interface AgentFlags {
   state: string;
   tokenFile?: string;
   seed: string;
+  driver: string;
+  qemuConfig?: string;
   logLevel: string;
 }
 
@@ -30,6 +35,7 @@ interface ControllerFlags extends TimingFlags {
   agent: string[];
   control: string;
   bind?: string[];
+  metadataDir?: string;
   tokenFile?: string;
 }
 
@@ -39,6 +45,36 @@ function parseAgent(text: string): RemoteAgent {
     throw new IntermissionError('INVALID_INPUT', `--agent wants <host>=<host:port>, got ${JSON.stringify(text)}`);
   }
   return { host: text.slice(0, eq), address: parseAddress(text.slice(eq + 1)) };
+}
+
+/** `--bind` listeners, plus one unix socket per other fleet VM under `--metadata-dir`. */
+async function controllerBindings(fleet: Fleet, flags: ControllerFlags): Promise<MetadataBinding[]> {
+  const bindings = (flags.bind ?? []).map(parseBinding);
+  if (flags.metadataDir !== undefined) {
+    const dir = resolve(flags.metadataDir);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const bound = new Set(bindings.map((b) => b.vm));
+    for (const vm of fleet.vms) {
+      if (!bound.has(vm.name)) bindings.push({ vm: vm.name, address: { path: metadataSocketOf(dir, vm.name) } });
+    }
+  }
+  return bindings;
+}
+
+async function driverChoice(flags: AgentFlags): Promise<AgentDriverChoice> {
+  if (flags.driver === 'sim') {
+    if (flags.qemuConfig !== undefined) {
+      throw new IntermissionError('INVALID_INPUT', '--qemu-config is for --driver qemu');
+    }
+    return { kind: 'sim', seed: parseSeed(flags.seed) };
+  }
+  if (flags.driver === 'qemu') {
+    if (flags.qemuConfig === undefined) {
+      throw new IntermissionError('INVALID_INPUT', '--driver qemu needs --qemu-config <file>');
+    }
+    return { kind: 'qemu', config: await loadQemuHostFile(flags.qemuConfig) };
+  }
+  throw new IntermissionError('INVALID_INPUT', `--driver wants sim or qemu, got ${JSON.stringify(flags.driver)}`);
 }
 
 function parseSeed(text: string): number {
@@ -57,7 +93,9 @@ function parseSeed(text: string): number {
 export function registerClusterCommands(program: Command, output: Output): void {
   program
     .command('agent')
-    .description('run the host agent of one (simulated) host of a fleet file, serving the agent API over HTTP')
+    .description(
+      'run the host agent of one host of a fleet file (simulated, or real VMs under QEMU), serving the agent API over HTTP',
+    )
     .requiredOption('--host <name>', 'the fleet host this agent runs; it holds the fleet VMs of that host')
     .requiredOption('--fleet <file>', 'fleet file (YAML or JSON)')
     .requiredOption('--listen <address>', 'agent API address, host:port (port 0 picks a free one)')
@@ -66,18 +104,28 @@ export function registerClusterCommands(program: Command, output: Output): void 
       '--token-file <file>',
       `controller ↔ agent token, created (mode 0600) if missing (default <state>/${DEFAULT_TOKEN_FILE})`,
     )
+    .option('--driver <kind>', "sim (a simulated host in this process) | qemu (this machine's VMs)", 'sim')
+    .option('--qemu-config <file>', 'with --driver qemu: QEMU settings (YAML or JSON; see docs/qemu.md)')
     .option('--seed <n>', 'seed of the simulated host timings', '1')
     .option('--log-level <level>', 'fatal | error | warn | info | debug', 'info')
     .action(async (flags: AgentFlags) => {
+      const logger = createLogger(flags.logLevel);
       const runtime = await startAgentRuntime({
         fleet: await loadFleetFile(flags.fleet),
         host: flags.host,
         stateDir: flags.state,
         listen: parseAddress(flags.listen),
         token: await loadAgentToken(flags.tokenFile ?? join(flags.state, DEFAULT_TOKEN_FILE)),
-        seed: parseSeed(flags.seed),
-        logger: createLogger(flags.logLevel),
+        driver: await driverChoice(flags),
+        logger,
       });
+      if (runtime.qemu) {
+        const q = runtime.qemu;
+        output.out(
+          `qemu vms adopted=${q.adopted.join(',') || '-'} launched=${q.launched.join(',') || '-'}` +
+            (q.foreign.length > 0 ? ` not-in-fleet=${q.foreign.join(',')}` : ''),
+        );
+      }
       output.out(`agent listening host=${flags.host} address=${formatAddress(runtime.address)}`);
       const signal = await untilSignal();
       output.err(`${signal}: shutting down after the steps under way`);
@@ -101,6 +149,10 @@ export function registerClusterCommands(program: Command, output: Output): void 
       )
       .option('--bind <vm=address...>', 'metadata listener of a VM: host:port or unix:/path (optional, repeatable)')
       .option(
+        '--metadata-dir <dir>',
+        'a metadata listener for every fleet VM not given --bind, at <dir>/<vm>.sock (what QEMU agents forward to)',
+      )
+      .option(
         '--token-file <file>',
         `controller ↔ agent token, created (mode 0600) if missing (default <state>/${DEFAULT_TOKEN_FILE})`,
       ),
@@ -114,7 +166,7 @@ export function registerClusterCommands(program: Command, output: Output): void 
       fleet,
       stateDir: flags.state,
       hosts: () => Promise.resolve(hosts),
-      bindings: (flags.bind ?? []).map(parseBinding),
+      bindings: await controllerBindings(fleet, flags),
       control: parseAddress(flags.control),
       timing: timingFrom(flags),
       logger: createLogger(flags.logLevel),
