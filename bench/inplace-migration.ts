@@ -25,7 +25,8 @@
  *
  * Environment: BENCH_SIZES (MB, default 256,1024,2048), BENCH_SWAPS (default 5), BENCH_COPIES
  * (default 3), BENCH_DIRTY_FRACTION (default 0.25), BENCH_ACCEL (tcg|kvm, default tcg),
- * BENCH_GUEST_DIR (default tmp/guest), BENCH_JSON (write the raw figures there).
+ * BENCH_GUEST_DIR (default tmp/guest), BENCH_JSON (write the raw figures there), BENCH_SWITCHOVER
+ * (`plain`: leave the switchover threads' priority alone, see `switchoverNice`/`switchoverRealtime`).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -217,10 +218,14 @@ async function main(): Promise<void> {
     kernel: join(GUEST_DIR, 'vmlinuz'),
     initrd: join(GUEST_DIR, 'initrd.img'),
     bootTimeoutMs: 300_000,
+    // BENCH_SWITCHOVER=plain: the switchover threads keep their priority (to compare).
+    ...(process.env['BENCH_SWITCHOVER'] === 'plain' ? { switchoverNice: null, switchoverRealtime: null } : {}),
   });
   process.stdout.write(
     `in-place VMM update vs copying migration; accel ${ACCEL}, ${SWAPS} swaps and ${COPIES} copies per size, ` +
-      `guests dirtying ${Math.round(DIRTY_FRACTION * 100)}% of their RAM\n`,
+      `guests dirtying ${Math.round(DIRTY_FRACTION * 100)}% of their RAM; switchover threads at nice ` +
+      `${driver.config.switchoverNice ?? 'unchanged'}, SCHED_FIFO ${driver.config.switchoverRealtime ?? 'off'} ` +
+      `(in place only)\n`,
   );
   const all: Move[] = [];
   try {

@@ -82,6 +82,24 @@ export interface QemuDriverConfig {
   /** Bound on a boot (launch, reboot) until the guest agent answers. Default 180 s. */
   readonly bootTimeoutMs?: number;
   readonly watchdog?: QemuWatchdogConfig;
+  /**
+   * The nice value (-20..19) of the QEMU threads that carry a swap's switchover, from just before
+   * the migration until the new process runs the VM: the new process's main thread (it loads the
+   * device state and starts the vCPUs) and the old process's main thread with the migration thread
+   * it starts (it stops the vCPUs and sends the device state). vCPU threads keep their priority, so
+   * the guest gets no more CPU than before. On a busy host this keeps the guest-visible pause from
+   * waiting for a CPU. Needs root (CAP_SYS_NICE); without it nothing changes. Default -10; null
+   * leaves priorities alone.
+   */
+  readonly switchoverNice?: number | null;
+  /**
+   * For in-place swaps (shared RAM), the same threads also run SCHED_FIFO at this priority (1-99)
+   * over the same span, so that no other process on the host delays the switchover. Their work
+   * there is bounded (device state, a few ms of CPU), so they cannot hold a CPU for long; a copying
+   * migration, which moves all of RAM, is not given it. Set with util-linux `chrt` (root); without
+   * it nothing changes. Default 1; null leaves the scheduling policy alone.
+   */
+  readonly switchoverRealtime?: number | null;
   /** Applies host updates. Default {@link simulatedHostUpdate}. */
   readonly hostUpdate?: HostUpdateHook;
   /** Turns driver capabilities off (to exercise gating); QEMU has them all. */
@@ -104,6 +122,12 @@ export const DEFAULT_QEMU_RAM_MB = 256;
  */
 export const DEFAULT_BOOT_TIMEOUT_MS = 180_000;
 
+/** Default {@link QemuDriverConfig.switchoverNice}. */
+export const DEFAULT_SWITCHOVER_NICE = -10;
+
+/** Default {@link QemuDriverConfig.switchoverRealtime}: the lowest SCHED_FIFO priority. */
+export const DEFAULT_SWITCHOVER_REALTIME = 1;
+
 /** {@link QemuDriverConfig} with every default filled in. */
 export interface ResolvedQemuConfig {
   readonly host: string;
@@ -122,6 +146,8 @@ export interface ResolvedQemuConfig {
   readonly bootTimeoutMs: number;
   readonly watchdogMaxPauseMs: number;
   readonly watchdogCommand: readonly string[] | undefined;
+  readonly switchoverNice: number | null;
+  readonly switchoverRealtime: number | null;
   readonly hostUpdate: HostUpdateHook;
   readonly capabilities: DriverCapabilities;
 }
@@ -158,6 +184,18 @@ export function resolveQemuConfig(config: QemuDriverConfig): ResolvedQemuConfig 
   if (maxPause > MAX_PAUSE_BUDGET_MS) {
     throw invalid(`watchdog.maxPauseMs may not exceed the longest pause budget (${MAX_PAUSE_BUDGET_MS} ms)`);
   }
+  const switchoverNice = config.switchoverNice === undefined ? DEFAULT_SWITCHOVER_NICE : config.switchoverNice;
+  if (switchoverNice !== null && !(Number.isInteger(switchoverNice) && switchoverNice >= -20 && switchoverNice <= 19)) {
+    throw invalid('switchoverNice must be an integer from -20 to 19, or null');
+  }
+  const switchoverRealtime =
+    config.switchoverRealtime === undefined ? DEFAULT_SWITCHOVER_REALTIME : config.switchoverRealtime;
+  if (
+    switchoverRealtime !== null &&
+    !(Number.isInteger(switchoverRealtime) && switchoverRealtime >= 1 && switchoverRealtime <= 99)
+  ) {
+    throw invalid('switchoverRealtime must be an integer from 1 to 99, or null');
+  }
   const memoryDir = config.memoryDir ?? '/dev/shm';
   if (!isAbsolute(memoryDir)) throw invalid('memoryDir must be an absolute path');
   return Object.freeze({
@@ -177,6 +215,8 @@ export function resolveQemuConfig(config: QemuDriverConfig): ResolvedQemuConfig 
     bootTimeoutMs: positive('bootTimeoutMs', config.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS),
     watchdogMaxPauseMs: maxPause,
     watchdogCommand: config.watchdog?.command === undefined ? undefined : Object.freeze([...config.watchdog.command]),
+    switchoverNice,
+    switchoverRealtime,
     hostUpdate: config.hostUpdate ?? simulatedHostUpdate,
     capabilities: driverCapabilities({ ...QEMU_DRIVER_CAPABILITIES, ...config.capabilities }),
   });

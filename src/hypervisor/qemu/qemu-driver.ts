@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { IntermissionError, isIntermissionError } from '../../domain/index.js';
@@ -60,7 +60,18 @@ import {
   type VmPaths,
   type VmRecordFile,
 } from './internal/layout.js';
-import { isAlive, logTail, signalGroup, spawnDetached, stopGroup, waitGone } from './internal/process.js';
+import {
+  cpuTimeNs,
+  isAlive,
+  logTail,
+  setRealtime,
+  setThreadPriority,
+  signalGroup,
+  spawnDetached,
+  stopGroup,
+  threadPriority,
+  waitGone,
+} from './internal/process.js';
 import { resolveQemuConfig, type QemuDriverConfig, type ResolvedQemuConfig } from './qemu-config.js';
 import type {
   LocalMigrationOptions,
@@ -112,6 +123,10 @@ interface StartedProcess {
   readonly session: Session;
 }
 
+/** Migration states in which a migration has ended. */
+const MIGRATION_ENDED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+/** How often a swap asks for the migration's state when no MIGRATION event says it ended. */
+const MIGRATION_RECHECK_MS = 250;
 /** Migration states in which the source still moves state (and may be cancelled). */
 const ACTIVE_MIGRATION = new Set(['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'postcopy-active']);
 
@@ -128,6 +143,12 @@ const QUIT_GRACE_MS = 3_000;
  * luck; beyond that the residual is reported as it is (the agent decides what to do with it).
  */
 export const RESYNC_ATTEMPTS = 3;
+/** How long a swap waits for the new process's watchdog to connect and settle before the switchover. */
+const WATCHDOG_READY_TIMEOUT_MS = 5_000;
+/** A watchdog is settled once its CPU time grew by less than this… */
+const WATCHDOG_BUSY_NS = 1_000_000;
+/** …for this long. */
+const WATCHDOG_QUIET_MS = 60;
 /** Bandwidth of a copying local migration (bytes/s): a unix socket, so as fast as QEMU can send. */
 const COPY_MIGRATION_BANDWIDTH = 64 * 1024 ** 3;
 
@@ -996,7 +1017,11 @@ export class QemuDriver implements HypervisorDriver {
     } catch (error) {
       throw this.#error(call, 'OPERATION_FAILED', `cannot start ${process.binary}: ${String(error)}`, {}, error);
     }
+    // The watchdog starts at once, beside QEMU (it retries until its monitor exists): a Node process
+    // takes a while to start, which then overlaps QEMU's own start.
+    let watchdogPid = 0;
     try {
+      watchdogPid = await this.#startWatchdog(handle, paths);
       for (;;) {
         if (existsSync(paths.qmp) && existsSync(paths.watchdogQmp)) break;
         if (child.exited() || !isAlive(child.pid)) {
@@ -1012,11 +1037,11 @@ export class QemuDriver implements HypervisorDriver {
         await delay(5, undefined, { signal: call.signal });
       }
       const session = await this.#connect(handle, paths.qmp, process.generation, call);
-      const watchdogPid = await this.#startWatchdog(handle, paths);
       const record: ProcessRecord = { ...process, pid: child.pid, startedAt: Date.now(), watchdogPid };
       return { record, paths, session };
     } catch (error) {
       signalGroup(child.pid, 'SIGKILL');
+      if (watchdogPid > 0) signalGroup(watchdogPid, 'SIGKILL');
       await waitGone(child.pid, 2_000);
       throw error;
     }
@@ -1145,10 +1170,15 @@ export class QemuDriver implements HypervisorDriver {
     let stoppedAt: number | null = null;
     let resumedAt: number | null = null;
     let info: QmpMigrationInfo;
+    let boosted: (() => Promise<void>) | undefined;
     try {
       started = await this.#startProcess(handle, next, true, call);
       this.#writeRecord(handle, { ...handle.record, pending: pending(started.record) });
       const target = started.session;
+      // The new process's watchdog starts up (a Node process: a few hundred ms of CPU) while the
+      // migration is prepared; the switchover waits for it so as not to share the CPUs with it,
+      // and so that the VM never runs in a process without a watchdog connected.
+      await this.#watchdogReady(started, call);
       const capabilities = [
         { capability: 'events', state: true },
         { capability: 'x-ignore-shared', state: ramTransfer === 'shared' },
@@ -1166,6 +1196,9 @@ export class QemuDriver implements HypervisorDriver {
         );
       }
       const uri = `unix:${started.paths.migrate}`;
+      // The switchover's threads get the CPU first (see `switchoverNice`): the new process's main
+      // thread, and the old one's, whose migration thread (started by `migrate`) inherits it.
+      boosted = await this.#boostSwitchover([started.record.pid, from.pid], ramTransfer === 'shared');
       await target.qmp.execute('migrate-incoming', { uri }, this.#qmpOptions(call));
       const oldMark = oldSession.log.seq;
       const newMark = target.log.seq;
@@ -1191,6 +1224,7 @@ export class QemuDriver implements HypervisorDriver {
       }
     } catch (error) {
       const cause = this.#normalize(call, error);
+      await boosted?.();
       if (resumedAt === null) {
         await this.#rollback(handle, started, wasPaused);
         throw withDetails(cause, { rolledBack: true });
@@ -1199,6 +1233,7 @@ export class QemuDriver implements HypervisorDriver {
     }
     // The new process runs the VM (or holds it paused): from here on there is no way back.
     const completedAt = resumedAt ?? Date.now();
+    await boosted?.();
     this.#adoptProcess(handle, started);
     handle.pausedSince = wasPaused ? pausedBefore : null;
     if (wasPaused && pausedBefore !== null) {
@@ -1229,7 +1264,71 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
-  /** Waits for the outgoing migration to complete (MIGRATION events, `query-migrate` to confirm). */
+  /**
+   * Puts the main threads of `pids` ahead on the CPUs for a switchover: the configured
+   * {@link QemuDriverConfig.switchoverNice}, and with `realtime` (in-place swaps, whose work in the
+   * switchover is bounded) SCHED_FIFO at {@link QemuDriverConfig.switchoverRealtime}. Threads a
+   * boosted main thread starts meanwhile (the old process's migration thread) inherit it. Returns
+   * what puts every thread of those processes back: SCHED_OTHER, and the nice value the main thread
+   * had. Best effort: never rejects; without the privilege nothing changes.
+   */
+  async #boostSwitchover(pids: readonly number[], realtime: boolean): Promise<() => Promise<void>> {
+    const { switchoverNice: nice, switchoverRealtime } = this.config;
+    const fifo = realtime ? switchoverRealtime : null;
+    const before = pids.map((pid) => ({ pid, priority: threadPriority(pid) }));
+    for (const { pid, priority } of before) {
+      if (priority === undefined) continue;
+      if (nice !== null) setThreadPriority(pid, nice, ({ tid }) => tid === pid);
+      if (fifo !== null) await setRealtime(pid, fifo);
+    }
+    let restored = false;
+    return async () => {
+      if (restored) return;
+      restored = true;
+      for (const { pid, priority } of before) {
+        if (priority === undefined) continue;
+        if (fifo !== null) await setRealtime(pid, null);
+        if (nice !== null) setThreadPriority(pid, priority);
+      }
+    };
+  }
+
+  /**
+   * Waits until the watchdog of a process just started has connected to its monitor (its log's
+   * `start` line) and settled (its CPU time stopped growing: a Node process keeps compiling and
+   * collecting for a while after it starts), within half of what is left of the call and at most
+   * {@link WATCHDOG_READY_TIMEOUT_MS}. A watchdog that takes longer does not hold the swap up
+   * further. Returns whether it settled.
+   */
+  async #watchdogReady(started: StartedProcess, call: Call): Promise<boolean> {
+    const end = Date.now() + Math.min(this.#remaining(call) / 2, WATCHDOG_READY_TIMEOUT_MS);
+    const { watchdogPid } = started.record;
+    let connected = false;
+    let last: { at: number; cpuNs: number } | undefined;
+    for (;;) {
+      if (!isAlive(watchdogPid, started.paths.watchdogQmp)) return false;
+      connected ||= watchdogStarted(started.paths.watchdogLog);
+      if (connected) {
+        const cpuNs = cpuTimeNs(watchdogPid);
+        const at = performance.now();
+        if (cpuNs === undefined) return true;
+        if (last === undefined || cpuNs - last.cpuNs > WATCHDOG_BUSY_NS) {
+          last = { at, cpuNs };
+        } else if (at - last.at >= WATCHDOG_QUIET_MS) {
+          return true;
+        }
+      }
+      if (Date.now() >= end) return false;
+      await delay(10, undefined, { signal: call.signal });
+    }
+  }
+
+  /**
+   * Waits for the outgoing migration to end, on the source's MIGRATION events (the `events`
+   * capability), and reads the outcome with `query-migrate`: once at the start, once per event that
+   * ends the migration, and every {@link MIGRATION_RECHECK_MS} in case an event was missed. Nothing
+   * is asked while the migration runs: the switchover does not share the CPUs with our traffic.
+   */
   async #awaitMigration(handle: VmHandle, session: Session, call: Call): Promise<QmpMigrationInfo> {
     for (;;) {
       const mark = session.log.seq;
@@ -1245,7 +1344,11 @@ export class QemuDriver implements HypervisorDriver {
           },
         );
       }
-      await session.log.waitFor('MIGRATION', mark, { timeoutMs: 20, signal: call.signal });
+      await session.log.waitFor('MIGRATION', mark, {
+        timeoutMs: Math.min(MIGRATION_RECHECK_MS, this.#remaining(call)),
+        signal: call.signal,
+        accept: (event) => event.known && event.name === 'MIGRATION' && MIGRATION_ENDED.has(event.data.status),
+      });
       if (call.signal.aborted) throw call.signal.reason;
     }
   }
@@ -1322,6 +1425,17 @@ export class QemuDriver implements HypervisorDriver {
     const from = handle.record.current;
     const oldPaths = processPaths(handle.paths.dir, from.generation);
     const newPaths = processPaths(handle.paths.dir, pending.generation);
+    // A driver that died mid-swap may have left the switchover threads boosted: back to the policy
+    // and nice value QEMU processes start with (this driver's own).
+    const nice = threadPriority(process.pid);
+    for (const [pid, paths] of [
+      [from.pid, oldPaths],
+      [pending.pid, newPaths],
+    ] as const) {
+      if (!isAlive(pid, paths.qmp)) continue;
+      await setRealtime(pid, null);
+      if (nice !== undefined) setThreadPriority(pid, nice);
+    }
     const oldStatus = await probeStatus(from.pid, oldPaths.qmp);
     const newStatus = await probeStatus(pending.pid, newPaths.qmp);
     const newRuns = newStatus === 'running' || newStatus === 'paused';
@@ -1411,6 +1525,15 @@ async function restoreSource(qmp: QmpClient, wasPaused: boolean): Promise<void> 
   if (status === 'postmigrate' || (status === 'paused' && !wasPaused)) {
     await qmp.execute('cont', undefined, options);
     if (wasPaused) await qmp.execute('stop', undefined, options);
+  }
+}
+
+/** Whether a watchdog's log shows it connected to its monitor (its `start` entry). */
+function watchdogStarted(logFile: string): boolean {
+  try {
+    return readFileSync(logFile, 'utf8').includes('"event":"start"');
+  } catch {
+    return false;
   }
 }
 

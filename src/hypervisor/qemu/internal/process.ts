@@ -4,8 +4,9 @@
  * running; a later driver finds them by pid and checks that each pid is still the process it
  * started (its command line names the VM's directory).
  */
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** A detached process just started. */
@@ -140,4 +141,80 @@ export function logTail(path: string, bytes = 2000): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * Sets the scheduling priority (nice value) of threads of process `pid`: on Linux `setpriority`
+ * applies to one thread, so each thread listed under `/proc/PID/task` whose id and name
+ * (`comm`, e.g. `CPU 0/TCG`, `live_migration`) `select` accepts is set. Best effort: a thread or
+ * process that is gone, or a priority the caller may not set, is skipped. Returns the threads set.
+ */
+export function setThreadPriority(
+  pid: number,
+  priority: number,
+  select: (thread: { readonly tid: number; readonly name: string }) => boolean = () => true,
+): number[] {
+  if (!(Number.isInteger(pid) && pid > 0)) return [];
+  let tids: number[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`).map(Number).filter(Number.isInteger);
+  } catch {
+    return [];
+  }
+  const set: number[] = [];
+  for (const tid of tids) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      if (!select({ tid, name })) continue;
+      setPriority(tid, priority);
+      set.push(tid);
+    } catch {
+      // gone, or not allowed
+    }
+  }
+  return set;
+}
+
+/** The nice value of thread `tid` (a process's main thread has the process's id); undefined if gone. */
+export function threadPriority(tid: number): number | undefined {
+  if (!(Number.isInteger(tid) && tid > 0)) return undefined;
+  try {
+    return getPriority(tid);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU time used so far by all threads of process `pid`, in nanoseconds (`/proc/PID/schedstat`
+ * of each thread under `task/`); undefined when it cannot be read.
+ */
+export function cpuTimeNs(pid: number): number | undefined {
+  if (!(Number.isInteger(pid) && pid > 0)) return undefined;
+  try {
+    let total = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // a thread that ended meanwhile
+      }
+    }
+    return Number.isFinite(total) ? total : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Sets the scheduling policy of process `pid` with util-linux `chrt`: its main thread to SCHED_FIFO
+ * at `priority` (threads it starts later inherit it), or, with null, every thread back to
+ * SCHED_OTHER. Best effort: resolves false when `chrt` is missing, refuses, or takes over 2 s.
+ */
+export function setRealtime(pid: number, priority: number | null): Promise<boolean> {
+  if (!(Number.isInteger(pid) && pid > 0)) return Promise.resolve(false);
+  const args = priority === null ? ['-a', '-o', '-p', '0', String(pid)] : ['-f', '-p', String(priority), String(pid)];
+  return new Promise((resolve) => {
+    execFile('chrt', args, { timeout: 2_000 }, (error) => resolve(error === null));
+  });
 }
