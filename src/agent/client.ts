@@ -59,7 +59,25 @@ export class AgentClient {
   }
 
   async #call(method: string, path: string, body?: unknown): Promise<unknown> {
-    const { baseUrl, token, fetch, timeoutMs = 10_000 } = this.#options;
+    const timeoutMs = this.#options.timeoutMs ?? 10_000;
+    // A timer cleared once the answer is read, rather than AbortSignal.timeout(): that one keeps
+    // its signal, and the request listening to it, alive until it fires, long after the answer came
+    // (10,000 agents polled in one pass pile up that way).
+    const abort = new AbortController();
+    const timer = setTimeout(
+      () => abort.abort(new DOMException('the agent did not answer in time', 'TimeoutError')),
+      timeoutMs,
+    );
+    timer.unref();
+    try {
+      return await this.#exchange(method, path, body, abort.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #exchange(method: string, path: string, body: unknown, signal: AbortSignal): Promise<unknown> {
+    const { baseUrl, token, fetch } = this.#options;
     const request = new Request(new URL(path, baseUrl), {
       method,
       headers: {
@@ -67,7 +85,7 @@ export class AgentClient {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
+      signal,
     });
     let response: Response;
     try {

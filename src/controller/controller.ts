@@ -25,6 +25,14 @@ export interface ControllerOptions {
   readonly pollGraceMs?: number;
 }
 
+/**
+ * Agents asked for their VMs at once when planning. Asking a whole region at once holds every
+ * request, answer and parsed body in memory together (hundreds of MB for 10,000 hosts); a few
+ * hundred keep that small, while an agent that never answers still holds up only one of them for
+ * its timeout.
+ */
+const CAPABILITY_QUERIES_IN_FLIGHT = 256;
+
 /** A rollout with what the operator wants to see of it. */
 export interface RolloutDetail {
   readonly rollout: RolloutRecord;
@@ -69,18 +77,24 @@ export class Controller {
     return agent;
   }
 
-  /** Capability facts of every VM, asked of every agent; an agent that does not answer gives none. */
+  /**
+   * Capability facts of every VM, asked of every agent; an agent that does not answer gives none.
+   * At most {@link CAPABILITY_QUERIES_IN_FLIGHT} agents are asked at once.
+   */
   async capabilities(): Promise<Map<string, VmCapabilities>> {
     const facts = new Map<string, VmCapabilities>();
-    await Promise.all(
-      [...this.#agents.values()].map(async (agent) => {
+    const agents = [...this.#agents.values()];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let agent = agents[next++]; agent !== undefined; agent = agents[next++]) {
         try {
           for (const vm of await agent.vms()) facts.set(vm.name, vm.capabilities);
         } catch {
           // Its VMs fall back with CAPABILITIES_UNKNOWN: the planner never guesses.
         }
-      }),
-    );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CAPABILITY_QUERIES_IN_FLIGHT, agents.length) }, worker));
     return facts;
   }
 

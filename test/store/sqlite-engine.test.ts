@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
+import { PLAN_FORMAT_VERSION } from '../../src/domain/rollout/index.js';
 import { selectLiveEventsQuery, type StoreDatabase } from '../../src/store/sql/index.js';
 import {
   SQLITE_DDL,
@@ -168,6 +169,34 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
         rows,
         SQLITE_MIGRATIONS.map((m) => ({ version: m.version, name: m.name })),
       );
+    });
+
+    void it('moves the plans of a version-2 database into rollout_plans, unchanged', async () => {
+      const path = freshPath();
+      const plan = { formatVersion: PLAN_FORMAT_VERSION, id: 'old-1', waves: [{ index: 0 }] };
+      {
+        const raw = new Database(path);
+        const db = new Kysely<StoreDatabase>({ dialect: new SqliteDialect({ database: raw }) });
+        await migrateSqlite(db, SQLITE_MIGRATIONS.slice(0, 2));
+        raw
+          .prepare(
+            `INSERT INTO rollouts (id, plan, status, reason, created_at, updated_at, wave, wave_phase,
+               wave_published_at, settle_until, failed_hosts) VALUES (?, ?, 'running', NULL, 1, 2, 0, 'pending', NULL, NULL, 0)`,
+          )
+          .run('old-1', JSON.stringify(plan));
+        await db.destroy();
+      }
+      const store = await openSqliteStore({ path });
+      try {
+        assert.deepEqual(store.migration.applied, [3]);
+        const rollout = await store.getRollout('old-1');
+        assert.deepEqual(rollout?.plan, plan);
+        assert.equal(rollout?.status, 'running');
+      } finally {
+        await store.close();
+      }
+      const columns = withRaw(path, (raw) => raw.prepare('SELECT name FROM pragma_table_info(?)').all('rollouts'));
+      assert.ok(!columns.some((c) => (c as { name: string }).name === 'plan'));
     });
 
     void it('rolls a failing migration back whole, leaving the previous version', async () => {

@@ -99,7 +99,7 @@ export class SimHost {
 
   /** What happened on the host, oldest first. */
   history(): readonly SimHostEvent[] {
-    return [...this.#state.history];
+    return this.#state.history.entries();
   }
 
   /** Ids of the updates applied, in order. */

@@ -19,7 +19,7 @@ import type { EventsTable } from './schema.js';
 
 const INTEGER_FIELDS = ['durationInSeconds', 'createdAt', 'notBefore', 'lingerMs'] as const;
 const OPTIONAL_INTEGER_FIELDS = ['approvedAt', 'startedAt', 'endedAt', 'removedAt'] as const;
-const SCOPE_RE = /^(?:set|vm):./;
+const SCOPE_RE = /^(?:set|vm):./s;
 
 /** A row of `events` as written and read, with every column present. */
 export type EventRow = EventsTable;

@@ -1,5 +1,5 @@
 import type { CompiledQuery, InsertResult, Kysely, UpdateResult } from 'kysely';
-import type { HostStepsTable, RolloutsTable, StoreDatabase, VmOperationsTable } from './schema.js';
+import type { HostStepsTable, RolloutPlansTable, RolloutsTable, StoreDatabase, VmOperationsTable } from './schema.js';
 import type { RolloutRowHead } from './rollout-rows.js';
 
 /** The rollout store's SQL as values (see event-queries.ts for the conventions). */
@@ -8,7 +8,12 @@ export function insertRolloutQuery(db: Kysely<StoreDatabase>, row: RolloutsTable
   return db.insertInto('rollouts').values(row).compile();
 }
 
-/** Updates everything but the plan, which never changes. */
+/** Stores a rollout's plan (after its rollout row, which it references). */
+export function insertPlanQuery(db: Kysely<StoreDatabase>, row: RolloutPlansTable): CompiledQuery<InsertResult> {
+  return db.insertInto('rollout_plans').values(row).compile();
+}
+
+/** Updates the rollout row; the plan, in its own table, never changes. */
 export function updateRolloutQuery(db: Kysely<StoreDatabase>, row: RolloutRowHead): CompiledQuery<UpdateResult> {
   const { id, ...rest } = row;
   return db.updateTable('rollouts').set(rest).where('id', '=', id).compile();
@@ -38,7 +43,7 @@ export function selectRolloutHeadsQuery(
 }
 
 export function selectPlanQuery(db: Kysely<StoreDatabase>, id: string): CompiledQuery<{ plan: string }> {
-  return db.selectFrom('rollouts').select('plan').where('id', '=', id).compile();
+  return db.selectFrom('rollout_plans').select('plan').where('rollout_id', '=', id).compile();
 }
 
 /** Inserts steps, or replaces the mutable columns of existing ones. */

@@ -8,7 +8,7 @@ import {
   type StepRecord,
   type VmOperationRecord,
 } from '../rollout-store.js';
-import type { HostStepsTable, RolloutsTable, VmOperationsTable } from './schema.js';
+import type { HostStepsTable, RolloutPlansTable, RolloutsTable, VmOperationsTable } from './schema.js';
 
 /** Engines may hand back bigint columns as strings (PostgreSQL) or numbers (SQLite). */
 function num(value: number | string | bigint): number {
@@ -34,11 +34,11 @@ function intOrNull(value: number | null): number | null {
   return value === null ? null : Math.round(value);
 }
 
-/** Rollout rows without the plan: the plan is decoded once per rollout and cached by the store. */
-export type RolloutRowHead = Omit<RolloutsTable, 'plan'>;
+/** Rollout rows (the plan is in its own table, decoded once per rollout and cached by the store). */
+export type RolloutRowHead = RolloutsTable;
 
-export function encodeRollout(r: RolloutRecord): RolloutsTable {
-  return { ...encodeRolloutHead(r), plan: JSON.stringify(r.plan) };
+export function encodeRollout(r: RolloutRecord): { head: RolloutsTable; plan: RolloutPlansTable } {
+  return { head: encodeRolloutHead(r), plan: { rollout_id: r.id, plan: JSON.stringify(r.plan) } };
 }
 
 export function encodeRolloutHead(r: RolloutRecord): RolloutRowHead {

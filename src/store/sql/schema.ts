@@ -56,10 +56,9 @@ export interface MigrationsTable {
 /** Name of the table that records applied migrations, the same on every engine. */
 export const MIGRATIONS_TABLE = 'intermission_migrations';
 
-/** One row per rollout; the plan (immutable) is JSON text. */
+/** One row per rollout, without its plan (see {@link RolloutPlansTable}). */
 export interface RolloutsTable {
   id: string;
-  plan: string;
   status: string;
   reason: string | null;
   created_at: number;
@@ -69,6 +68,15 @@ export interface RolloutsTable {
   wave_published_at: number | null;
   settle_until: number | null;
   failed_hosts: number;
+}
+
+/**
+ * The plan of each rollout, JSON text: written once with the rollout and never updated, apart from
+ * the rollout row that every progress write rewrites.
+ */
+export interface RolloutPlansTable {
+  rollout_id: string;
+  plan: string;
 }
 
 /** One row per host step of a rollout; `dispatched` is written before the agent is asked. */
@@ -106,6 +114,7 @@ export interface StoreDatabase {
   events: EventsTable;
   scopes: ScopesTable;
   rollouts: RolloutsTable;
+  rollout_plans: RolloutPlansTable;
   host_steps: HostStepsTable;
   vm_operations: VmOperationsTable;
   intermission_migrations: MigrationsTable;

@@ -17,6 +17,7 @@ import {
   encodeRollout,
   encodeRolloutHead,
   encodeStep,
+  insertPlanQuery,
   insertRolloutQuery,
   selectOperationsQuery,
   selectPlanQuery,
@@ -151,7 +152,8 @@ export class SqliteEventStore implements EventStore, RolloutStore {
             `a rollout with id ${rollout.id} exists already; give the update a new id`,
           );
         }
-        await trx.executeQuery(insertRolloutQuery(trx, row));
+        await trx.executeQuery(insertRolloutQuery(trx, row.head));
+        await trx.executeQuery(insertPlanQuery(trx, row.plan));
         for (let i = 0; i < stepRows.length; i += MAX_ROWS_PER_INSERT) {
           await trx.executeQuery(upsertStepsQuery(trx, stepRows.slice(i, i + MAX_ROWS_PER_INSERT)));
         }

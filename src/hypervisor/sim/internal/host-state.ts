@@ -17,7 +17,11 @@ import {
 import type { SimTime } from '../sim-time.js';
 import type { ActiveSimFault, SimHostEvent, SimVmSnapshot } from '../sim-types.js';
 import { GuestClock } from './guest-clock.js';
+import { HistoryLog } from './history-log.js';
 import { Prng } from './prng.js';
+
+/** Shared by every VM without blocking devices (nearly all of them): one array, not one per VM. */
+const NO_DEVICES: readonly string[] = Object.freeze([]);
 
 /** One simulated VM: mutable state owned by its {@link HostState}. */
 export class VmRecord {
@@ -49,7 +53,10 @@ export class VmRecord {
     this.name = spec.name;
     this.ramMb = spec.ramMb ?? 1024;
     this.sharedMemory = spec.sharedMemory ?? true;
-    this.blockingDevices = Object.freeze([...(spec.blockingDevices ?? [])]);
+    this.blockingDevices =
+      spec.blockingDevices === undefined || spec.blockingDevices.length === 0
+        ? NO_DEVICES
+        : Object.freeze([...spec.blockingDevices]);
     this.guestAgent = spec.guestAgent ?? true;
     this.rng = Prng.derive(host.seed, `${host.name}/${spec.name}`);
     this.driftPpm = spec.driftPpm ?? this.rng.sample(host.timings.driftPpm);
@@ -165,7 +172,8 @@ export class HostState {
   /** The host's own random stream, for host operations. */
   readonly rng: Prng;
   readonly vms = new Map<string, VmRecord>();
-  readonly history: SimHostEvent[] = [];
+  /** What happened on the host, oldest first (see {@link HistoryLog}). */
+  readonly history = new HistoryLog();
   readonly appliedUpdates: string[] = [];
   /** The update being applied, if any. */
   applying: string | null = null;
@@ -207,7 +215,7 @@ export class HostState {
   }
 
   record(event: Omit<SimHostEvent, 'at'>): void {
-    this.history.push(Object.freeze({ at: this.time.now(), ...event }));
+    this.history.push(this.time.now(), event);
   }
 
   injectFault(fault: SimFault): number {

@@ -1,11 +1,16 @@
 import { migration000001 } from './000001-events-and-scopes.js';
 import { migration000002 } from './000002-rollouts.js';
+import { migration000003 } from './000003-rollout-plans.js';
 import type { SqliteMigration } from './migration.js';
 
 export type { SqliteMigration } from './migration.js';
 
 /** Every migration of the SQLite store, in version order. Append only. */
-export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([migration000001, migration000002]);
+export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([
+  migration000001,
+  migration000002,
+  migration000003,
+]);
 
 /** The schema version this build writes: the version of its last migration. */
 export const SQLITE_SCHEMA_VERSION: number = SQLITE_MIGRATIONS.at(-1)?.version ?? 0;
