@@ -71,20 +71,24 @@ void describe('driver errors', () => {
 });
 
 void describe('resyncGuestClock', () => {
-  void it('steps the guest half a round trip ahead of the host, then measures the residual', async () => {
+  /** A guest whose readings take the given round trips in turn, offset as set. */
+  function guest(roundTrips: number[], initialOffset: number) {
     const calls: string[] = [];
-    let offset = -2_000;
+    let offset = initialOffset;
+    let n = 0;
     const now = 1_000_000;
-    const reading = (): GuestTimeResult => ({
-      guestMs: now + offset,
-      hostMs: now,
-      offsetMs: offset,
-      roundTripMs: 8,
-    });
     const driver: Pick<HypervisorDriver, 'guestTime' | 'setGuestTime'> = {
       guestTime: () => {
-        calls.push('get');
-        return Promise.resolve(reading());
+        const roundTripMs = roundTrips[n++ % roundTrips.length] ?? 8;
+        calls.push(`get ${roundTripMs}`);
+        // A slow reading is off by up to half its round trip: here by exactly that.
+        const reading: GuestTimeResult = {
+          guestMs: now + offset + roundTripMs / 2,
+          hostMs: now,
+          offsetMs: offset + roundTripMs / 2,
+          roundTripMs,
+        };
+        return Promise.resolve(reading);
       },
       setGuestTime: (options) => {
         calls.push(`set ${options.timeMs - now}`);
@@ -92,9 +96,23 @@ void describe('resyncGuestClock', () => {
         return Promise.resolve({ completedAt: now, roundTripMs: 8 });
       },
     };
+    return { calls, driver, now };
+  }
+
+  void it('steps the guest half a round trip ahead, measuring with the best of three readings', async () => {
+    const { calls, driver, now } = guest([40, 8, 60], -2_000);
     const result = await resyncGuestClock({ driver, clock: { now: () => now }, vm: 'vm1' });
-    assert.deepEqual(calls, ['get', 'set 4', 'get']);
-    assert.deepEqual(result, { offsetBeforeMs: -2_000, stepped: true, residualMs: 1, roundTripMs: 8, measuredAt: now });
+    assert.deepEqual(calls, ['get 40', 'get 8', 'get 60', 'set 4', 'get 40', 'get 8', 'get 60']);
+    assert.deepEqual(result, { offsetBeforeMs: -1_996, stepped: true, residualMs: 5, roundTripMs: 8, measuredAt: now });
+  });
+
+  void it('leaves alone an offset within the measurement error (half the best round trip)', async () => {
+    const { calls, driver, now } = guest([30, 24, 50], 0);
+    const result = await resyncGuestClock({ driver, clock: { now: () => now }, vm: 'vm1' });
+    assert.deepEqual(calls, ['get 30', 'get 24', 'get 50']);
+    assert.equal(result.stepped, false);
+    assert.equal(result.residualMs, 12);
+    assert.equal(result.roundTripMs, 24);
   });
 });
 
