@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Fleet } from '../domain/index.js';
 import { AgentClient, FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
+import type { HypervisorDriver } from '../hypervisor/driver.js';
 import { createSimFleet, realTime, type SimHost, type SimTime } from '../hypervisor/sim/index.js';
 
 /** Hosts, their agents and the clients the controller uses to reach them. */
@@ -27,16 +28,31 @@ export async function startSimHosts(options: {
 }): Promise<HostAgents> {
   const time = options.time ?? realTime();
   const simHosts = createSimFleet({ fleet: options.fleet, time, seed: options.seed ?? 1 });
+  const drivers = new Map([...simHosts].map(([name, host]) => [name, host.connect()] as const));
+  const hosts = await startInProcessAgents({ drivers, stateDir: options.stateDir, time });
+  return { ...hosts, simHosts };
+}
+
+/**
+ * One host agent per driver, in this process, each reached through its HTTP app in-process with a
+ * token of its own making. Journals live in `<stateDir>/agents/<host>.json`. Closing closes the
+ * agents and, with them, their drivers.
+ */
+export async function startInProcessAgents(options: {
+  drivers: ReadonlyMap<string, HypervisorDriver>;
+  stateDir: string;
+  time: SimTime;
+}): Promise<HostAgents> {
   const token = randomBytes(24).toString('base64url');
   const dir = join(options.stateDir, 'agents');
   await mkdir(dir, { recursive: true });
   const agents = new Map<string, HostAgent>();
   const clients = new Map<string, AgentClient>();
-  for (const [name, host] of simHosts) {
+  for (const [name, driver] of options.drivers) {
     const agent = await HostAgent.start({
-      driver: host.connect(),
+      driver,
       journal: await FileJournal.open(join(dir, `${name}.json`)),
-      time,
+      time: options.time,
     });
     const app = createAgentApp({ agent, token });
     agents.set(name, agent);
@@ -48,7 +64,7 @@ export async function startSimHosts(options: {
   return {
     clients,
     agents,
-    simHosts,
+    simHosts: new Map(),
     close: async () => {
       await Promise.all([...agents.values()].map((a) => a.close()));
     },

@@ -5,12 +5,12 @@
  * settings for TCG, and readers of the guest's serial console.
  */
 import { spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, readSync } from 'node:fs';
-import { readdirSync } from 'node:fs';
-import { delimiter, join, resolve } from 'node:path';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { QemuDriverConfig } from '../../src/hypervisor/index.js';
+import { findExecutable, qemuRequirements } from '../../src/service/local-qemu.js';
 
 export { sleep };
 
@@ -24,19 +24,6 @@ export const VMM_B = 'qemu-7.2-b';
 function isCi(): boolean {
   const ci = process.env.CI;
   return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
-}
-
-function findExecutable(name: string): string | undefined {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin']) {
-    if (dir === '') continue;
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /** The skip decision of the real-VM tests, and the check that fails them under CI. */
@@ -57,20 +44,10 @@ export function qemuPreflight(): QemuPreflight {
       .split(',')
       .map((s) => s.trim().toLowerCase())
       .includes('qemu');
-  if (process.platform !== 'linux') problems.push('needs Linux');
   if (process.getuid?.() !== 0) problems.push('needs root');
-  const needs: [string, string][] = [
-    ['qemu-system-x86_64', 'qemu-system-x86'],
-    ['socat', 'socat'],
-    ['qemu-ga', 'qemu-guest-agent'],
-    ['cpio', 'cpio'],
-  ];
-  for (const [binary, pkg] of needs) {
-    if (findExecutable(binary) === undefined) problems.push(`${binary} is missing (apt-get install -y ${pkg})`);
+  for (const r of qemuRequirements()) {
+    problems.push(`${r.missing} is missing${r.debianPackage ? ` (apt-get install -y ${r.debianPackage})` : ''}`);
   }
-  if (!existsSync('/bin/busybox')) problems.push('/bin/busybox is missing (apt-get install -y busybox-static)');
-  const kernels = existsSync('/boot') ? readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')) : [];
-  if (kernels.length === 0) problems.push('no /boot/vmlinuz-* (apt-get install -y linux-image-amd64)');
   const reason = problems.join('; ');
   return {
     skip: !selected

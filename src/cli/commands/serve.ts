@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { controlFileSchema } from '../../control/client.js';
 import { IntermissionError, parseDuration, timeScale, type EventTimingOptions } from '../../domain/index.js';
@@ -7,11 +8,20 @@ import { formatAddress, httpUrl, parseAddress } from '../../service/address.js';
 import { loadFleetFile } from '../../service/fleet-file.js';
 import { createLogger } from '../../service/logging.js';
 import { startSimHosts } from '../../service/sim-hosts.js';
+import {
+  ACCEL_CHOICES,
+  assertQemuUsable,
+  localMetadataSocket,
+  startLocalQemuHosts,
+  type LocalQemuHosts,
+} from '../../service/local-qemu.js';
 import { startMetadataRuntime, type MetadataBinding, type MetadataRuntime } from '../../service/metadata-runtime.js';
 import type { Output } from '../output.js';
 
 /** The demo fleet shipped with the package. */
 export const DEMO_FLEET = fileURLToPath(new URL('../../../examples/demo-fleet.yaml', import.meta.url));
+/** The fleet of `up --qemu`: three real guests, two sets, two update domains. */
+export const QEMU_DEMO_FLEET = fileURLToPath(new URL('../../../examples/qemu-fleet.yaml', import.meta.url));
 
 /** Flags of {@link timingOptions}, as commander hands them over. */
 export interface TimingFlags {
@@ -99,16 +109,39 @@ export function registerServeCommands(program: Command, output: Output): void {
       .description(
         'start the embedded default: a fleet with a metadata listener per VM and the control API, one process',
       )
-      .option('--fleet <file>', 'fleet file (default: the demo fleet)', DEMO_FLEET)
+      .option('--fleet <file>', 'fleet file (default: the demo fleet; with --qemu, examples/qemu-fleet.yaml)')
       .option('--state <dir>', 'state directory', '.intermission')
       .option('--host <host>', 'interface for every listener', '127.0.0.1')
       .option('--control-port <port>', 'control API port', '7480')
-      .option('--metadata-port <port>', 'first metadata port; VM n gets port+n', '7500'),
+      .option('--metadata-port <port>', 'first metadata port; VM n gets port+n', '7500')
+      .option(
+        '--qemu',
+        'real guests under QEMU instead of simulated hosts (KVM when usable, else TCG); says what to install if QEMU is missing',
+      )
+      .option('--accel <kind>', 'with --qemu: auto (KVM when a guest boots under it, else TCG) | kvm | tcg', 'auto')
+      .option('--keep-vms', 'with --qemu: leave the guests running on exit; the next `up --qemu` adopts them'),
   ).action(
     async (
-      flags: TimingFlags & { fleet: string; state: string; host: string; controlPort: string; metadataPort: string },
+      flags: TimingFlags & {
+        fleet?: string;
+        state: string;
+        host: string;
+        controlPort: string;
+        metadataPort: string;
+        qemu?: boolean;
+        accel: string;
+        keepVms?: boolean;
+      },
     ) => {
-      const fleet = await loadFleetFile(flags.fleet);
+      const qemu = flags.qemu === true;
+      if (!qemu && flags.keepVms === true) throw new IntermissionError('INVALID_INPUT', '--keep-vms is for --qemu');
+      // Checked before anything is opened, so that the answer is what to install, at once.
+      if (qemu) assertQemuUsable();
+      const accel = ACCEL_CHOICES.find((a) => a === flags.accel);
+      if (accel === undefined) {
+        throw new IntermissionError('INVALID_INPUT', `--accel wants ${ACCEL_CHOICES.join(' | ')}, got ${flags.accel}`);
+      }
+      const fleet = await loadFleetFile(flags.fleet ?? (qemu ? QEMU_DEMO_FLEET : DEMO_FLEET));
       const base = Number(flags.metadataPort);
       if (!Number.isInteger(base) || base < 1 || base + fleet.vms.length > 65535) {
         throw new IntermissionError(
@@ -116,28 +149,50 @@ export function registerServeCommands(program: Command, output: Output): void {
           `--metadata-port ${flags.metadataPort} leaves no room for ${fleet.vms.length} VMs`,
         );
       }
-      const bindings = fleet.vms.map((vm, i) => ({ vm: vm.name, address: { host: flags.host, port: base + i } }));
+      const bindings: MetadataBinding[] = fleet.vms.map((vm, i) => ({
+        vm: vm.name,
+        address: { host: flags.host, port: base + i },
+      }));
+      const logger = createLogger(flags.logLevel);
+      let qemuHosts: LocalQemuHosts | undefined;
+      if (qemu) {
+        // Each guest's own channel, beside the TCP listener an operator can curl.
+        for (const vm of fleet.vms)
+          bindings.push({ vm: vm.name, address: { path: localMetadataSocket(flags.state, vm.name) } });
+        await mkdir(dirname(localMetadataSocket(flags.state, 'x')), { recursive: true });
+        output.out(
+          `Starting ${fleet.vms.length} QEMU guests (accel ${accel}); the first start builds the guest, and a boot under TCG takes a minute…`,
+        );
+      }
       const runtime = await startMetadataRuntime({
         fleet,
         stateDir: flags.state,
-        hosts: ({ stateDir }) => startSimHosts({ fleet, stateDir }),
+        hosts: qemu
+          ? async ({ stateDir }) => (qemuHosts = await startLocalQemuHosts({ fleet, stateDir, logger, accel }))
+          : ({ stateDir }) => startSimHosts({ fleet, stateDir }),
         bindings,
         control: parseAddress(`${flags.host}:${flags.controlPort}`),
         timing: timingFrom(flags),
-        logger: createLogger(flags.logLevel),
+        logger,
       });
       const scale = runtime.service.timing.scale.factor;
       const { token } = controlFileSchema.parse(JSON.parse(await readFile(runtime.controlFile, 'utf8')));
-      const first = runtime.metadata[0];
+      const tcp = runtime.metadata.filter((m) => !('path' in m.address));
+      const first = tcp[0];
+      const q = qemuHosts;
       output.out(
         [
           `Intermission is up: ${fleet.hosts.length} hosts, ${fleet.availabilitySets.length} availability sets, ${fleet.vms.length} VMs${scale === 1 ? '' : `, time scale ${scale}x (demo)`}.`,
           `control API   ${httpUrl(runtime.control)}  (token in ${runtime.controlFile})`,
           `dashboard     ${httpUrl(runtime.control)}/#token=${encodeURIComponent(token)}  (signs you in; keep it private)`,
           `OpenAPI       ${httpUrl(runtime.control)}/openapi.json`,
-          ...runtime.metadata.map(
-            (m) => `metadata      ${m.vm.padEnd(12)} ${httpUrl(m.address)}/metadata/scheduledevents`,
-          ),
+          ...tcp.map((m) => `metadata      ${m.vm.padEnd(12)} ${httpUrl(m.address)}/metadata/scheduledevents`),
+          ...(q
+            ? [
+                `guests        QEMU (${q.accel}), VMM builds ${q.vmmVersions.join(' and ')}; serial consoles in ${q.runBase}/<host>/<vm>/serial.log`,
+                `              each guest reads its own events at 169.254.169.254 and approves Freeze events`,
+              ]
+            : []),
           '',
           'Try:',
           ...(first
@@ -147,12 +202,20 @@ export function registerServeCommands(program: Command, output: Output): void {
                 `  npx intermission events list --state ${flags.state}`,
                 `  npx intermission plan  --state ${flags.state} --id patch-1 --kind host-patch --apply-time 3s`,
                 `  npx intermission apply --state ${flags.state} --id patch-1 --kind host-patch --apply-time 3s --wait`,
+                ...(q
+                  ? [
+                      `  npx intermission apply --state ${flags.state} --id vmm-next --kind vmm-update --to-version ${q.vmmVersions[1]} --apply-time 1s --wait`,
+                    ]
+                  : []),
               ]
             : []),
-          'Stop with Ctrl-C.',
+          q && flags.keepVms !== true
+            ? 'Stop with Ctrl-C (the guests stop too; --keep-vms leaves them running).'
+            : 'Stop with Ctrl-C.',
         ].join('\n'),
       );
       await runUntilSignal(runtime, output);
+      if (q && flags.keepVms !== true) await q.destroy();
     },
   );
 }
