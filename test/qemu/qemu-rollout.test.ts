@@ -20,7 +20,7 @@
 import { strict as assert } from 'node:assert';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
 import { Cluster, Watcher, ensureBuilt, type FleetSpec, type RolloutBody } from '../crash/harness.js';
 import { waveHosts } from '../crash/checks.js';
@@ -281,9 +281,10 @@ function checkTenants(
     const result = resultOf(detail, vm.name);
     const roundTripMs = result?.clockRoundTripMs;
     assert.ok(op.clockResidualMs !== null && typeof roundTripMs === 'number', `${vm.name}'s clock was measured`);
-    // Within the measurement's own error (half the agent's round trip), with a floor for TCG jitter.
+    // Within the measurement error (half the agent round trip), with a floor: right after a swap under
+    // TCG the new process's guest clock settles for a few hundred ms, and a reading can move by tens of ms.
     assert.ok(
-      Math.abs(op.clockResidualMs) <= Math.max(roundTripMs, 50),
+      Math.abs(op.clockResidualMs) <= Math.max(roundTripMs, 100),
       `${vm.name}: residual ${op.clockResidualMs} ms, agent round trip ${roundTripMs} ms`,
     );
 
@@ -325,6 +326,28 @@ async function waitDone(watcher: Watcher, timeoutMs: number): Promise<void> {
   await watcher.until((r) => TERMINAL.has(r.rollout.status), timeoutMs);
 }
 
+/**
+ * Follows a rollout to its end while watching the guests' consoles; checks that it completed and
+ * what every tenant saw (see {@link checkTenants}). Returns the rollout and each guest's lines.
+ */
+async function followToCompletion(
+  s: Setup,
+  id: string,
+  t: TestContext,
+): Promise<{ detail: Detail; lines: Map<string, readonly ObservedLine[]> }> {
+  const watcher = new Watcher(s.cluster, id);
+  watcher.start();
+  return watchingGuests(s, async (watchers) => {
+    await waitDone(watcher, 240_000);
+    await watcher.stop();
+    const detail = await detailOf(s, id);
+    assert.equal(detail.rollout.status, 'completed', detail.rollout.reason ?? '');
+    await tenantsSawStarted(s, detail);
+    for (const line of checkTenants(s, detail, await eventsOf(s), watchers)) t.diagnostic(line);
+    return { detail, lines: new Map([...watchers].map(([vm, w]) => [vm, w.lines])) };
+  });
+}
+
 describe('rollouts through the controller on real QEMU guests (TCG)', { skip: preflight.skip }, () => {
   it('moves every VM to a new QEMU process in place, one update domain at a time', { timeout: 300_000 }, async (t) => {
     const s = await start();
@@ -338,17 +361,7 @@ describe('rollouts through the controller on real QEMU guests (TCG)', { skip: pr
     const { plan } = await c.control<RolloutBody>(`/v1/rollouts/${encodeURIComponent(id)}?plan=true`);
     assert.ok(plan);
     assert.deepEqual(waveHosts(plan), [['qh0'], ['qh1']], 'update domain 0 first, then 1');
-    const watcher = new Watcher(c, id);
-    watcher.start();
-    const detail = await watchingGuests(s, async (watchers) => {
-      await waitDone(watcher, 240_000);
-      await watcher.stop();
-      const d = await detailOf(s, id);
-      assert.equal(d.rollout.status, 'completed', d.rollout.reason ?? '');
-      await tenantsSawStarted(s, d);
-      for (const line of checkTenants(s, d, await eventsOf(s), watchers)) t.diagnostic(line);
-      return d;
-    });
+    const { detail } = await followToCompletion(s, id, t);
     // Every VM runs on the new build, in a new process.
     for (const host of ['qh0', 'qh1']) {
       const { vms } = await c.agentGet<AgentVms>(host, '/v1/vms');
@@ -388,24 +401,15 @@ describe('rollouts through the controller on real QEMU guests (TCG)', { skip: pr
         { id: 'patch-1', kind: 'host-patch', expectedApplyMs: '2s' },
         { settleMs: '2s', pauseBudgetMs: 10_000 },
       );
-      const watcher = new Watcher(c, id);
-      watcher.start();
-      await watchingGuests(s, async (watchers) => {
-        await waitDone(watcher, 240_000);
-        await watcher.stop();
-        const d = await detailOf(s, id);
-        assert.equal(d.rollout.status, 'completed', d.rollout.reason ?? '');
-        await tenantsSawStarted(s, d);
-        for (const line of checkTenants(s, d, await eventsOf(s), watchers)) t.diagnostic(line);
-        for (const vm of FLEET.vms) {
-          const op = d.operations.find((o) => o.vm === vm.name);
-          const r = resultOf(d, vm.name);
-          const gap = gapAround(watchers.get(vm.name)?.lines ?? [], r?.pausedAt ?? 0, (r?.resumedAt ?? 0) + 2000).gapMs;
-          // Paused across the whole patch: at least its 2 s, as the guest lived it.
-          assert.ok(gap >= 1900, `${vm.name}'s ticker stopped ${gap} ms, across the 2 s patch`);
-          assert.ok((op?.clockOffsetMs ?? 0) <= -1500, `${vm.name}'s clock was behind by the pause before resync`);
-        }
-      });
+      const { detail: d, lines } = await followToCompletion(s, id, t);
+      for (const vm of FLEET.vms) {
+        const op = d.operations.find((o) => o.vm === vm.name);
+        const r = resultOf(d, vm.name);
+        const gap = gapAround(lines.get(vm.name) ?? [], r?.pausedAt ?? 0, (r?.resumedAt ?? 0) + 2000).gapMs;
+        // Paused across the whole patch: at least its 2 s, as the guest lived it.
+        assert.ok(gap >= 1900, `${vm.name}'s ticker stopped ${gap} ms, across the 2 s patch`);
+        assert.ok((op?.clockOffsetMs ?? 0) <= -1500, `${vm.name}'s clock was behind by the pause before resync`);
+      }
       for (const host of ['qh0', 'qh1']) {
         const patched = (await readFile(s.patchLog(host), 'utf8')).trim().split('\n');
         assert.deepEqual(patched, ['patch-1'], `${host} ran the patch once`);
