@@ -7,7 +7,7 @@ import {
   updateSchema,
   type TenantEvent,
 } from '../domain/rollout/index.js';
-import { STEP_RUN_STATUSES, VM_OUTCOMES } from '../agent/index.js';
+import { hostStepStatusSchema, vmStepResultSchema } from '../agent/index.js';
 import { ROLLOUT_STATUSES, STEP_STATUSES, WAVE_PHASES } from '../store/rollout-store.js';
 import type { StepRecord, VmOperationRecord } from '../store/rollout-store.js';
 import type { EventView } from './app.js';
@@ -123,33 +123,11 @@ export const rolloutSummarySchema = z.strictObject({
 /** GET /v1/rollouts. */
 export const rolloutListSchema = z.strictObject({ rollouts: z.array(rolloutSummarySchema) });
 
-/** What an agent measured for one VM of a host step. */
-export const vmStepResultSchema = z.strictObject({
-  name: z.string(),
-  path: z.enum(VM_PATHS),
-  outcome: z.enum(VM_OUTCOMES),
-  pausedAt: z.number().nullable(),
-  resumedAt: z.number().nullable(),
-  /** Measured guest-visible pause, when the VM was paused. */
-  pauseMs: z.number().nullable(),
-  pauseBudgetMs: z.number(),
-  /** Guest clock offset right after resume, and what was left after resynchronisation. */
-  clockOffsetMs: z.number().nullable(),
-  clockResidualMs: z.number().nullable(),
-  clockRoundTripMs: z.number().nullable(),
-  error: z.strictObject({ code: z.string(), message: z.string() }).nullable(),
-});
-
-/** A host step's status as its agent reports it. */
-export const hostStepStatusSchema = z.strictObject({
-  stepId: z.string(),
-  host: z.string(),
-  status: z.enum(STEP_RUN_STATUSES),
-  startedAt: z.number(),
-  finishedAt: z.number().nullable(),
-  vms: z.array(vmStepResultSchema),
-  error: z.strictObject({ code: z.string(), message: z.string() }).nullable(),
-});
+/**
+ * What an agent measured for one VM of a host step, and a host step's status as its agent reports
+ * it: the agent protocol's own schemas, so that the API documents exactly what agents send.
+ */
+export { hostStepStatusSchema, vmStepResultSchema };
 
 /** One host step of a rollout. Times are milliseconds since the epoch. */
 export const stepRecordSchema = z.strictObject({
