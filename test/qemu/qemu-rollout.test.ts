@@ -18,7 +18,7 @@
  *    records the interrupted step as failed, and the rollout halts.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
@@ -125,6 +125,7 @@ after(async () => {
   if (!s) return;
   await s.cluster.close();
   for (const dir of s.runDirs.values()) await destroyQemuRunDir(dir);
+  await rm(s.base, { recursive: true, force: true });
 });
 
 interface Operation {
