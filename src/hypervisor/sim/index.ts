@@ -17,3 +17,4 @@ export {
 export { SimDriver } from './sim-driver.js';
 export { SimHost } from './sim-host.js';
 export { createSimFleet, type CreateSimFleetOptions } from './sim-fleet.js';
+export { Prng } from './internal/prng.js';
