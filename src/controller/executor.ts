@@ -3,7 +3,14 @@ import { IntermissionError, coerceError, type Clock } from '../domain/index.js';
 import { nextWindowStart, type HostStep, type Plan, type Wave } from '../domain/rollout/index.js';
 import type { AgentClient, HostStepRequest, HostStepStatus } from '../agent/index.js';
 import type { EventService } from '../service/event-service.js';
-import type { RolloutRecord, RolloutStore, StepRecord, VmOperationRecord } from '../store/rollout-store.js';
+import {
+  pendingStepsOf,
+  stepIdOf,
+  type RolloutRecord,
+  type RolloutStore,
+  type StepRecord,
+  type VmOperationRecord,
+} from '../store/rollout-store.js';
 
 /** What the executor announces; the log, metrics and the dashboard subscribe. */
 export interface ExecutorEventMap {
@@ -31,11 +38,6 @@ export interface ExecutorOptions {
    * again before the health gate fails it. Default 30 s.
    */
   readonly pollGraceMs?: number;
-}
-
-/** Steps are named `<rollout>/w<wave>/<host>`: stable, so a restarted controller sends the same id. */
-export function stepIdOf(rolloutId: string, step: Pick<HostStep, 'wave' | 'host'>): string {
-  return `${rolloutId}/w${step.wave}/${step.host}`;
 }
 
 const FINISHED = new Set(['succeeded', 'failed']);
@@ -85,22 +87,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
       settleUntil: null,
       failedHosts: 0,
     };
-    const steps: StepRecord[] = plan.waves.flatMap((w) =>
-      w.batches.flatMap((b) =>
-        b.steps.map((s) => ({
-          id: stepIdOf(plan.id, s),
-          rolloutId: plan.id,
-          wave: s.wave,
-          batch: s.batch,
-          host: s.host,
-          status: 'pending' as const,
-          dispatchedAt: null,
-          finishedAt: null,
-          result: null,
-          error: null,
-        })),
-      ),
-    );
+    const steps = pendingStepsOf(plan);
     await this.#store.createRollout(rollout, steps);
     this.emit('rollout:created', rollout);
     return rollout;

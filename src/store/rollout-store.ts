@@ -1,4 +1,4 @@
-import type { Plan } from '../domain/rollout/index.js';
+import type { HostStep, Plan } from '../domain/rollout/index.js';
 
 /** Where a rollout is in its life. */
 export const ROLLOUT_STATUSES = ['running', 'paused', 'halted', 'cancelled', 'completed'] as const;
@@ -90,4 +90,29 @@ export interface RolloutStore {
     readonly vm?: string;
     readonly limit?: number;
   }): Promise<VmOperationRecord[]>;
+}
+
+/** Steps are named `<rollout>/w<wave>/<host>`: stable, so a restarted controller sends the same id. */
+export function stepIdOf(rolloutId: string, step: Pick<HostStep, 'wave' | 'host'>): string {
+  return `${rolloutId}/w${step.wave}/${step.host}`;
+}
+
+/** The step records of a new rollout of `plan`: one per host step, all pending. */
+export function pendingStepsOf(plan: Plan): StepRecord[] {
+  return plan.waves.flatMap((w) =>
+    w.batches.flatMap((b) =>
+      b.steps.map((s): StepRecord => ({
+        id: stepIdOf(plan.id, s),
+        rolloutId: plan.id,
+        wave: s.wave,
+        batch: s.batch,
+        host: s.host,
+        status: 'pending',
+        dispatchedAt: null,
+        finishedAt: null,
+        result: null,
+        error: null,
+      })),
+    ),
+  );
 }

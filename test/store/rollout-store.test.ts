@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FleetIndex, parseFleet } from '../../src/domain/index.js';
 import { planRollout } from '../../src/domain/rollout/index.js';
-import { openSqliteStore, type RolloutRecord, type StepRecord } from '../../src/store/index.js';
+import { openSqliteStore, pendingStepsOf, type RolloutRecord } from '../../src/store/index.js';
 
 const fleet = new FleetIndex(
   parseFleet({
@@ -44,22 +44,7 @@ function rollout(overrides: Partial<RolloutRecord> = {}): RolloutRecord {
   };
 }
 
-const steps: StepRecord[] = plan.waves.flatMap((w) =>
-  w.batches.flatMap((b) =>
-    b.steps.map((s) => ({
-      id: `${plan.id}/w${s.wave}/${s.host}`,
-      rolloutId: plan.id,
-      wave: s.wave,
-      batch: s.batch,
-      host: s.host,
-      status: 'pending' as const,
-      dispatchedAt: null,
-      finishedAt: null,
-      result: null,
-      error: null,
-    })),
-  ),
-);
+const steps = pendingStepsOf(plan);
 
 let dir: string;
 before(async () => {
