@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { IntermissionError, coerceError } from '../domain/index.js';
+import { applyHeapGrowth, heapGrowthPercent } from '../service/heap-growth.js';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerEventCommands } from './commands/events.js';
 import { registerFleetCommands } from './commands/fleet.js';
@@ -51,6 +52,17 @@ export async function run(argv: readonly string[], output: Output = processOutpu
   }
 }
 
-export async function main(argv: readonly string[]): Promise<void> {
-  process.exitCode = await run(argv);
+/**
+ * The process entry point: applies the heap growth setting (see `src/service/heap-growth.ts`)
+ * before any command runs, then runs the command.
+ */
+export async function main(argv: readonly string[], output: Output = processOutput): Promise<void> {
+  try {
+    applyHeapGrowth(heapGrowthPercent());
+  } catch (error) {
+    output.err(`intermission: ${coerceError(error).message}`);
+    process.exitCode = EXIT_CODES.invalidInput;
+    return;
+  }
+  process.exitCode = await run(argv, output);
 }
