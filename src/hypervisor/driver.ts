@@ -252,10 +252,12 @@ export interface ResyncClockOptions extends VmOperationOptions {
 }
 
 /**
- * An offset below this is left alone by a resync: stepping the clock cannot do better than the
- * agent's round trip, and needless steps disturb the guest.
+ * An offset below this is left alone by a resync. 0 by default: an offset is stepped whenever it is
+ * larger than half the round trip that measured it (the measurement's own error, below which a step
+ * is as likely to add error as remove it), so that the residual is within one round trip, the best
+ * a step through the guest agent can do. A larger tolerance spares the guest small steps.
  */
-export const DEFAULT_RESYNC_TOLERANCE_MS = 5;
+export const DEFAULT_RESYNC_TOLERANCE_MS = 0;
 
 /** Result of {@link HypervisorDriver.resyncClock}: what invariant 4 records. */
 export interface ResyncClockResult {
