@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseFleet, type Clock } from '../../src/domain/index.js';
@@ -21,6 +21,7 @@ import {
   isDriverError,
   type QemuDriverConfig,
   type QemuVmInfo,
+  type SwapPhaseEvent,
 } from '../../src/hypervisor/index.js';
 import { createMetadataApp, listenMetadata, type MetadataListeners } from '../../src/imds/index.js';
 import { MemoryMetadataBackend } from '../../src/testing/metadata-backend.js';
@@ -388,6 +389,173 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
     );
   });
 
+  void it('finishes a swap aborted after the source completed: no rollback, the VM runs once, in the new process', async () => {
+    const abort = new AbortController();
+    const phases: SwapPhaseEvent[] = [];
+    await closeDriver(driver);
+    driver = await openDriver({
+      ...f.config,
+      onSwapPhase: (event) => {
+        phases.push(event);
+        // Right after the source reported `completed`, before the driver saw the new process's RESUME.
+        if (event.phase === 'source-completed') abort.abort(new Error('test: abort after completed'));
+      },
+    });
+    try {
+      const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
+      assert.ok(before);
+      const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+      const watcher = new SerialWatcher(f.tenant.serialLog);
+      let swap;
+      let ticks;
+      try {
+        await beatsAfter(watcher, 0, 5);
+        swap = await driver.swapVmm({
+          vm: 'vm-t',
+          targetVersion: other,
+          deadline: Date.now() + 20_000,
+          signal: abort.signal,
+        });
+        ticks = await beatsAfter(watcher, Date.now(), 20);
+      } finally {
+        watcher.stop();
+      }
+      assert.deepEqual(
+        phases.map((p) => p.phase),
+        ['target-ready', 'migration-started', 'source-completed'],
+      );
+      assert.equal(abort.signal.aborted, true);
+      const { sourcePid, targetPid } = phases[2] ?? assert.fail('no source-completed phase');
+      assert.equal(sourcePid, before.pid);
+
+      // Not rolled back: the call went forward and reports what interrupted it, with real timings.
+      assert.equal(swap.changed, true);
+      assert.equal(swap.generation, before.generation + 1);
+      assert.equal(swap.interrupted?.reason, 'ABORTED');
+      assert.equal(swap.interrupted.lateMs, 0, 'the deadline was far');
+      assert.ok(swap.stoppedAt !== null && swap.resumedAt !== null);
+      assert.ok(swap.downtimeMs > 0 && swap.downtimeMs < 3000, `downtime ${swap.downtimeMs} ms`);
+      assert.ok(swap.migration !== null && swap.migration.qemuTotalMs !== null, 'the source completed its part');
+
+      // Exactly one process runs the VM: the new one, running (not left frozen), with a watchdog.
+      assert.equal(processState(sourcePid), undefined, 'the old process is gone');
+      assert.ok(!['T', 't', undefined].includes(processState(targetPid)), 'the new process runs');
+      const now = (await driver.listVms()).find((v) => v.name === 'vm-t');
+      assert.equal(now?.state, 'running', 'query-status on the new process: running');
+      assert.equal(now.pid, targetPid);
+      assert.equal(now.generation, swap.generation);
+      assert.equal(now.vmmVersion, other);
+      assert.ok((await driver.describeVm({ vm: 'vm-t' })).watchdogPid !== null);
+
+      // Seen from inside: one ticker counting on without a gap, a repeat or a reboot.
+      assertOneTicker(ticks);
+      await driver.guestTime({ vm: 'vm-t' });
+    } finally {
+      await closeDriver(driver);
+      driver = await openDriver(f.config);
+    }
+  });
+
+  void it('rolls back a swap aborted while its migration is still under way: the old process runs on', async () => {
+    const abort = new AbortController();
+    const phases: SwapPhaseEvent[] = [];
+    await closeDriver(driver);
+    driver = await openDriver({
+      ...f.config,
+      onSwapPhase: (event) => {
+        phases.push(event);
+        // A destination that stalls (here: stopped before the source connects) keeps the migration
+        // from completing; the call is aborted once the source has started it.
+        if (event.phase === 'target-ready') process.kill(event.targetPid, 'SIGSTOP');
+        if (event.phase === 'migration-started') abort.abort(new Error('test: abort mid-migration'));
+      },
+    });
+    try {
+      const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
+      assert.ok(before);
+      const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+      const watcher = new SerialWatcher(f.tenant.serialLog);
+      let error;
+      let ticks;
+      try {
+        await beatsAfter(watcher, 0, 5);
+        error = await expectDriverError(
+          driver.swapVmm({ vm: 'vm-t', targetVersion: other, deadline: Date.now() + 20_000, signal: abort.signal }),
+          'TIMEOUT',
+          'ABORTED',
+          'swap aborted mid-migration',
+        );
+        ticks = await beatsAfter(watcher, Date.now(), 20);
+      } finally {
+        watcher.stop();
+      }
+      assert.deepEqual(
+        phases.map((p) => p.phase),
+        ['target-ready', 'migration-started'],
+      );
+      assert.ok(isDriverError(error));
+      assert.equal(error.details.rolledBack, true);
+      const { targetPid } = phases[1] ?? assert.fail('no migration-started phase');
+      assert.equal(processState(targetPid), undefined, 'the new process was killed, not left stopped');
+      const after = (await driver.listVms()).find((v) => v.name === 'vm-t');
+      assert.equal(after?.state, 'running');
+      assert.equal(after.pid, before.pid);
+      assert.equal(after.generation, before.generation);
+      assert.equal(after.vmmVersion, before.vmmVersion);
+      assertOneTicker(ticks);
+      await driver.guestTime({ vm: 'vm-t' });
+    } finally {
+      await closeDriver(driver);
+      driver = await openDriver(f.config);
+    }
+  });
+
+  void it('is adopted mid-swap after the agent died once the source completed: forward, never back', async () => {
+    const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
+    assert.ok(before);
+    const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+    await closeDriver(driver);
+    const watcher = new SerialWatcher(f.tenant.serialLog);
+    let ticks;
+    let event: SwapPhaseEvent;
+    try {
+      await beatsAfter(watcher, 0, 5);
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(REPO, 'test', 'qemu', 'fixtures', 'swap-and-die.ts'),
+          JSON.stringify(f.config),
+          'vm-t',
+          other,
+          'source-completed',
+        ],
+        { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (chunk: string) => (out += chunk));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      assert.equal(code, null, `the agent stand-in died by its signal: ${out}`);
+      event = JSON.parse(out.split('\n')[0] ?? '') as SwapPhaseEvent;
+      assert.equal(event.phase, 'source-completed');
+      driver = await openDriver(f.config);
+      ticks = await beatsAfter(watcher, Date.now(), 20);
+    } finally {
+      watcher.stop();
+    }
+    const now = (await driver.listVms()).find((v) => v.name === 'vm-t');
+    assert.equal(now?.state, 'running');
+    assert.equal(now.pid, event.targetPid, 'the new process keeps the VM');
+    assert.equal(now.generation, before.generation + 1);
+    assert.equal(now.vmmVersion, other);
+    assert.equal(processState(event.sourcePid), undefined, 'the old process was retired, not resumed');
+    assert.ok((await driver.describeVm({ vm: 'vm-t' })).watchdogPid !== null);
+    assertOneTicker(ticks);
+    await driver.guestTime({ vm: 'vm-t' });
+  });
+
   void it('reports a migration blocker and refuses to move that VM', async () => {
     const shm = `/dev/shm/iq-ivshmem-${process.pid}`;
     try {
@@ -504,5 +672,47 @@ async function waitForState(driver: QemuDriver, vm: string, state: string, until
     if (now === state) return;
     if (Date.now() > until) assert.fail(`${vm} is ${now}, not ${state}, at the deadline`);
     await sleep(50);
+  }
+}
+
+/**
+ * The state letter of a process (`R`, `S`, `T` for stopped…) from /proc, or undefined when it is
+ * gone (a zombie counts as gone: a QEMU process orphaned by a killed agent may wait to be reaped).
+ */
+function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state === 'Z' || state === 'X' ? undefined : state;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits until `watcher` has seen `count` ticker beats after host time `since`; returns every beat seen. */
+async function beatsAfter(
+  watcher: SerialWatcher,
+  since: number,
+  count: number,
+  timeoutMs = 30_000,
+): Promise<ReturnType<typeof beats>> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    watcher.poll();
+    const all = beats(watcher.lines);
+    if (all.filter((b) => b.atMs > since).length >= count) return all;
+    if (Date.now() > end) assert.fail(`fewer than ${count} ticker beats after ${since} (${all.length} in all)`);
+    await sleep(50);
+  }
+}
+
+/** One guest ticker counting up one by one: no reboot, no gap, and no second copy of the guest. */
+function assertOneTicker(ticks: ReturnType<typeof beats>): void {
+  assert.ok(ticks.length > 20, `${ticks.length} beats`);
+  for (let i = 1; i < ticks.length; i++) {
+    const [a, b] = [ticks[i - 1], ticks[i]];
+    assert.ok(a && b);
+    assert.equal(b.n, a.n + 1, `beat ${b.n} follows ${a.n}`);
+    assert.ok(b.uptime >= a.uptime, 'guest uptime does not go back');
   }
 }

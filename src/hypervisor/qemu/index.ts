@@ -23,14 +23,19 @@ export {
 export {
   NON_MIGRATABLE_DEVICE_DRIVERS,
   RAM_TRANSFER_MODES,
+  SWAP_PHASES,
   type LocalMigrationOptions,
   type QemuDeviceSpec,
   type QemuLaunchOptions,
   type QemuMigrationStats,
+  type QemuSwapInterruption,
   type QemuSwapVmmResult,
   type QemuVmInfo,
   type QemuVmSpec,
   type RamTransferMode,
+  type SwapPhase,
+  type SwapPhaseEvent,
+  type SwapPhaseHook,
 } from './qemu-types.js';
 export {
   DEFAULT_IDLE_RECHECK_MS,

@@ -7,6 +7,7 @@ import {
   type DriverCapabilityFlag,
   type HostUpdateSpec,
 } from '../driver.js';
+import type { SwapPhaseHook } from './qemu-types.js';
 
 /** Accelerators QEMU is started with: `kvm` on real hosts, `tcg` (emulation) where KVM does not work. */
 export const QEMU_ACCELERATORS = ['kvm', 'tcg'] as const;
@@ -104,6 +105,11 @@ export interface QemuDriverConfig {
   readonly hostUpdate?: HostUpdateHook;
   /** Turns driver capabilities off (to exercise gating); QEMU has them all. */
   readonly capabilities?: Partial<Record<DriverCapabilityFlag, boolean>>;
+  /**
+   * Test-only: called at each phase of a swap or local migration (see {@link SwapPhaseHook}), so
+   * that a test can interrupt one at an exact point instead of racing a timer. Leave unset.
+   */
+  readonly onSwapPhase?: SwapPhaseHook;
 }
 
 /** What QEMU can do: everything the port has. */
@@ -150,6 +156,7 @@ export interface ResolvedQemuConfig {
   readonly switchoverRealtime: number | null;
   readonly hostUpdate: HostUpdateHook;
   readonly capabilities: DriverCapabilities;
+  readonly onSwapPhase: SwapPhaseHook | undefined;
 }
 
 /** Checks a configuration and fills in its defaults; `INVALID_INPUT` naming what is wrong. */
@@ -219,6 +226,7 @@ export function resolveQemuConfig(config: QemuDriverConfig): ResolvedQemuConfig 
     switchoverRealtime,
     hostUpdate: config.hostUpdate ?? simulatedHostUpdate,
     capabilities: driverCapabilities({ ...QEMU_DRIVER_CAPABILITIES, ...config.capabilities }),
+    onSwapPhase: config.onSwapPhase,
   });
 }
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { IntermissionError, isIntermissionError } from '../../domain/index.js';
@@ -36,7 +36,14 @@ import type {
   VmRuntimeInfo,
   VmState,
 } from '../driver.js';
-import { driverError, isDriverError, operationError, withDetails, type DriverErrorReason } from '../errors.js';
+import {
+  driverError,
+  driverErrorReason,
+  isDriverError,
+  operationError,
+  withDetails,
+  type DriverErrorReason,
+} from '../errors.js';
 import { buildQemuArgv, describeDevice, isMigratableDevice } from './internal/argv.js';
 import { EventLog } from './internal/event-log.js';
 import {
@@ -77,9 +84,11 @@ import type {
   LocalMigrationOptions,
   QemuLaunchOptions,
   QemuMigrationStats,
+  QemuSwapInterruption,
   QemuSwapVmmResult,
   QemuVmInfo,
   RamTransferMode,
+  SwapPhase,
 } from './qemu-types.js';
 
 /** One QMP connection to one process of a VM, with its recent events. */
@@ -388,6 +397,21 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
+  /**
+   * {@link HypervisorDriver.swapVmm}, with what an interruption (deadline, abort, `close()`, an
+   * error) does on each side of the point of no return:
+   *
+   * - before it, the swap is rolled back (`details.rolledBack: true`): the new process is frozen
+   *   while the source is asked whether its migration completed, the migration is cancelled, the
+   *   new process killed, and the old one runs the VM on (or holds it paused, as it was);
+   * - once the source has reported `completed`, or the new process has started the VM, the old
+   *   process is never resumed: the new one may already have run the guest on the RAM both map.
+   *   The driver finishes the swap on the new process instead, past the deadline if need be, and
+   *   resolves with `interrupted` set when the VM runs there (a late success: the VM did move, with
+   *   the real `downtimeMs` and `completedAt`; a deadline that was the pause budget shows in
+   *   `downtimeMs`), or rejects with `details.rolledBack: false` when the new process does not run
+   *   it (`VM_FAILED` when it died: the VM must be restarted).
+   */
   swapVmm(options: SwapVmmOptions): Promise<QemuSwapVmmResult> {
     return this.#run('swapVmm', options, 'inPlaceMigration', undefined, async (call) => {
       if (!Number.isFinite(options.deadline)) {
@@ -1148,6 +1172,7 @@ export class QemuDriver implements HypervisorDriver {
         migration: null,
         stoppedAt: null,
         resumedAt: null,
+        interrupted: null,
       });
     }
     const status = await this.#status(oldSession, call);
@@ -1167,10 +1192,14 @@ export class QemuDriver implements HypervisorDriver {
     this.#writeRecord(handle, { ...handle.record, pending: pending(next) });
 
     let started: StartedProcess | undefined;
-    let stoppedAt: number | null = null;
     let resumedAt: number | null = null;
-    let info: QmpMigrationInfo;
+    let info: QmpMigrationInfo | undefined;
     let boosted: (() => Promise<void>) | undefined;
+    // Whether `migrate` may have reached the source: set before it is sent, as an answer that is
+    // lost (deadline, abort) does not mean that QEMU did not start the migration.
+    let migrateSent = false;
+    let oldMark = oldSession.log.seq;
+    let newMark = 0;
     try {
       started = await this.#startProcess(handle, next, true, call);
       this.#writeRecord(handle, { ...handle.record, pending: pending(started.record) });
@@ -1200,12 +1229,16 @@ export class QemuDriver implements HypervisorDriver {
       // thread, and the old one's, whose migration thread (started by `migrate`) inherits it.
       boosted = await this.#boostSwitchover([started.record.pid, from.pid], ramTransfer === 'shared');
       await target.qmp.execute('migrate-incoming', { uri }, this.#qmpOptions(call));
-      const oldMark = oldSession.log.seq;
-      const newMark = target.log.seq;
+      oldMark = oldSession.log.seq;
+      newMark = target.log.seq;
+      this.#swapPhase(call, handle, 'target-ready', from, started);
+      migrateSent = true;
       await oldSession.qmp.execute('migrate', { uri }, this.#qmpOptions(call));
+      this.#swapPhase(call, handle, 'migration-started', from, started);
       info = await this.#awaitMigration(handle, oldSession, call);
+      // The point of no return: from here on an interruption finishes the swap (see the catch).
+      this.#swapPhase(call, handle, 'source-completed', from, started);
       if (!wasPaused) {
-        stoppedAt = oldSession.log.find('STOP', oldMark)?.timestampMs ?? null;
         const resume = await target.log.waitFor('RESUME', newMark, {
           timeoutMs: this.#remaining(call),
           signal: call.signal,
@@ -1224,44 +1257,206 @@ export class QemuDriver implements HypervisorDriver {
       }
     } catch (error) {
       const cause = this.#normalize(call, error);
+      // Before `migrate` the new process cannot have the VM; after it, the new process is frozen
+      // while the source is asked how far the migration got (see settleInterruptedSwap).
+      const oldPaths = processPaths(handle.paths.dir, from.generation);
+      // The old process's monitor: the driver's session, else (the driver closed mid-swap, which
+      // closes that session, perhaps under the question) the spare monitor.
+      const sourceMonitor = async <T>(body: (qmp: QmpClient) => Promise<T>): Promise<T> => {
+        if (!this.#closed && !oldSession.qmp.closed) {
+          try {
+            return await body(oldSession.qmp);
+          } catch (failure) {
+            if (!this.#closed && !oldSession.qmp.closed) throw failure;
+          }
+        }
+        return withMonitor(oldPaths.opsQmp, body);
+      };
+      const verdict =
+        started !== undefined && migrateSent
+          ? await settleInterruptedSwap(
+              { pid: started.record.pid, paths: started.paths, session: started.session, mark: newMark },
+              { pid: from.pid, paths: oldPaths, monitor: sourceMonitor },
+            )
+          : 'back';
       await boosted?.();
-      if (resumedAt === null) {
-        await this.#rollback(handle, started, wasPaused);
-        throw withDetails(cause, { rolledBack: true });
+      if (verdict === 'back' || started === undefined) {
+        if (await this.#rollback(handle, started, wasPaused)) throw withDetails(cause, { rolledBack: true });
+        throw this.#error(
+          call,
+          'VM_FAILED',
+          `${call.operation} of VM ${handle.name} was interrupted (${cause.message}); its new QEMU process was ` +
+            'stopped, but the old one had completed its migration meanwhile and is never resumed: restart the VM',
+          { rolledBack: false, state: 'failed', interruptedBy: driverErrorReason(cause) ?? null },
+          cause,
+        );
       }
-      throw withDetails(cause, { rolledBack: false });
+      // Forward: the VM is the new process's now, and the old one is never resumed (the new one
+      // may have run the guest on the RAM both map). Finish the swap there, without the deadline.
+      const outcome = await settleForward(
+        { pid: started.record.pid, paths: started.paths, session: started.session, mark: newMark },
+        wasPaused,
+      );
+      if (outcome.kind !== 'runs') {
+        this.#adoptProcess(handle, started);
+        handle.pausedSince = null;
+        handle.operation = null;
+        await this.#retire(handle, from, oldSession);
+        this.#releaseIfClosed(handle);
+        throw this.#forwardError(call, handle, cause, outcome, started.record.generation);
+      }
+      resumedAt = wasPaused ? null : outcome.resumedAt;
+      return this.#completeSwap({
+        call,
+        handle,
+        from,
+        started,
+        oldSession,
+        targetVersion,
+        ramTransfer,
+        pausedBefore: outcome.status === 'paused' ? pausedBefore : null,
+        stoppedAt: wasPaused ? null : (oldSession.log.find('STOP', oldMark)?.timestampMs ?? null),
+        resumedAt,
+        info,
+        interrupted: cause,
+      });
     }
+    return this.#completeSwap({
+      call,
+      handle,
+      from,
+      started,
+      oldSession,
+      targetVersion,
+      ramTransfer,
+      pausedBefore: wasPaused ? pausedBefore : null,
+      stoppedAt: wasPaused ? null : (oldSession.log.find('STOP', oldMark)?.timestampMs ?? null),
+      resumedAt,
+      info,
+      interrupted: null,
+    });
+  }
+
+  /**
+   * The end of a swap that reached the new process (it runs the VM, or holds it paused): adopts the
+   * new process, retires the old one, and reports. `interrupted` is what interrupted a swap that
+   * was then finished anyway (see {@link QemuSwapVmmResult.interrupted}).
+   */
+  async #completeSwap(done: {
+    readonly call: Call;
+    readonly handle: VmHandle;
+    readonly from: ProcessRecord;
+    readonly started: StartedProcess;
+    readonly oldSession: Session;
+    readonly targetVersion: string;
+    readonly ramTransfer: RamTransferMode;
+    /** When the VM's pause began, for a VM that stays paused; null when it runs. */
+    readonly pausedBefore: number | null;
+    readonly stoppedAt: number | null;
+    readonly resumedAt: number | null;
+    readonly info: QmpMigrationInfo | undefined;
+    readonly interrupted: IntermissionError | null;
+  }): Promise<QemuSwapVmmResult> {
+    const { call, handle, from, started, oldSession, pausedBefore, stoppedAt, resumedAt } = done;
     // The new process runs the VM (or holds it paused): from here on there is no way back.
     const completedAt = resumedAt ?? Date.now();
-    await boosted?.();
     this.#adoptProcess(handle, started);
-    handle.pausedSince = wasPaused ? pausedBefore : null;
-    if (wasPaused && pausedBefore !== null) {
+    handle.pausedSince = pausedBefore;
+    if (pausedBefore !== null) {
       const lease = readLease(handle.paths.lease);
       if (lease !== undefined) writeJsonAtomic(handle.paths.lease, { ...lease, pausedAt: pausedBefore });
     }
     handle.operation = null;
-    // QEMU fills in its downtime figures just after the status turns `completed`: read them again.
-    const stats = await oldSession.qmp
-      .execute('query-migrate', undefined, { timeoutMs: CLEANUP_STEP_MS })
-      .then((final) => (final.status === 'completed' ? final : info))
-      .catch(() => info);
+    // QEMU fills in its downtime figures just after the status turns `completed`: read them again
+    // (and, for a swap that went forward as soon as the new process ran, wait for the source to
+    // get there: its last writes were read by then).
+    const stats = await finalMigrationInfo(oldSession, done.info);
     await this.#retire(handle, from, oldSession);
+    this.#releaseIfClosed(handle);
     const downtimeMs = stoppedAt !== null && resumedAt !== null ? resumedAt - stoppedAt : 0;
+    let interrupted: QemuSwapInterruption | null = null;
+    if (done.interrupted !== null) {
+      const settledAt = Date.now();
+      interrupted = Object.freeze({
+        reason: driverErrorReason(done.interrupted) ?? 'OPERATION_FAILED',
+        message: done.interrupted.message,
+        settledAt,
+        lateMs: Math.max(0, settledAt - call.deadline),
+      });
+    }
     return Object.freeze({
       changed: true,
       fromVersion: from.vmmVersion,
-      toVersion: targetVersion,
+      toVersion: done.targetVersion,
       generation: started.record.generation,
       downtimeMs,
       totalMs: completedAt - call.startedAt,
       startedAt: call.startedAt,
       completedAt,
-      ramTransfer,
+      ramTransfer: done.ramTransfer,
       migration: migrationStats(stats),
       stoppedAt,
       resumedAt,
+      interrupted,
     });
+  }
+
+  /**
+   * The error of a swap that went forward but whose new process does not run the VM: it died or
+   * ended in a state that cannot run (`VM_FAILED`), or it is still loading the state or held
+   * paused at the end of the wait (the interruption's reason). Either way the VM is the new
+   * process's (`rolledBack: false`) and the old one is gone.
+   */
+  #forwardError(
+    call: Call,
+    handle: VmHandle,
+    cause: IntermissionError,
+    outcome: Exclude<ForwardOutcome, { kind: 'runs' }>,
+    generation: number,
+  ): IntermissionError {
+    const what = `${call.operation} of VM ${handle.name} was interrupted (${cause.message}) after its point of no return`;
+    const details = {
+      rolledBack: false,
+      switchedOver: true,
+      generation,
+      status: outcome.status ?? null,
+      interruptedBy: driverErrorReason(cause) ?? null,
+    };
+    if (outcome.kind === 'failed') {
+      return this.#error(
+        call,
+        'VM_FAILED',
+        `${what}; its new QEMU process (generation ${generation}) then ${outcome.status === undefined ? 'died' : `ended in state ${outcome.status}`}, and the old one was not resumed (the new one may have run the guest): restart the VM`,
+        { ...details, state: 'failed' },
+        cause,
+      );
+    }
+    return this.#error(
+      call,
+      driverErrorReason(cause) ?? 'OPERATION_FAILED',
+      `${what}; the VM is its new QEMU process's (generation ${generation}), which is still ${outcome.status ?? 'not answering'}`,
+      { ...details, state: outcome.status === undefined ? 'migrating' : vmStateOf(outcome.status) },
+      cause,
+    );
+  }
+
+  /** After a call that outlived `close()`: the session it adopted is not kept open. */
+  #releaseIfClosed(handle: VmHandle): void {
+    if (!this.#closed) return;
+    void handle.session?.qmp.close();
+    handle.session = undefined;
+  }
+
+  /** Calls the test-only {@link QemuDriverConfig.onSwapPhase} hook, then honours an abort it caused. */
+  #swapPhase(call: Call, handle: VmHandle, phase: SwapPhase, from: ProcessRecord, started: StartedProcess): void {
+    this.config.onSwapPhase?.({
+      vm: handle.name,
+      phase,
+      sourcePid: from.pid,
+      targetPid: started.record.pid,
+      generation: started.record.generation,
+    });
+    if (call.signal.aborted) throw call.signal.reason;
   }
 
   /**
@@ -1366,10 +1561,13 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /**
-   * Undoes a swap that did not reach the new process: kills it, cancels the migration, and lets the
-   * old process run the VM again (or hold it paused, as it was). Runs without the caller's deadline.
+   * Undoes a swap that did not reach the new process: kills it (settleInterruptedSwap already has,
+   * once `migrate` may have been sent), cancels the migration, and lets the old process run the VM
+   * again (or hold it paused, as it was). Runs without the caller's deadline. Resolves false when
+   * the old process turned out to have completed its migration after all (its monitor answered too
+   * late for the decision): it is then not resumed, and the VM is down.
    */
-  async #rollback(handle: VmHandle, started: StartedProcess | undefined, wasPaused: boolean): Promise<void> {
+  async #rollback(handle: VmHandle, started: StartedProcess | undefined, wasPaused: boolean): Promise<boolean> {
     const pending = handle.record.pending;
     if (started !== undefined) {
       await started.session.qmp.close();
@@ -1380,16 +1578,18 @@ export class QemuDriver implements HypervisorDriver {
       rmSync(processPaths(handle.paths.dir, pending.generation).dir, { recursive: true, force: true });
     }
     const session = handle.session;
+    let restored: boolean;
     if (session !== undefined && !session.qmp.closed) {
-      await restoreSource(session.qmp, wasPaused).catch(() => undefined);
+      restored = await restoreSource(session.qmp, wasPaused).catch(() => true);
     } else {
       // The driver's monitor is gone (the driver was closed mid-swap): the spare one still reaches
       // the old process, which must not be left stopped for its switchover.
       const ops = processPaths(handle.paths.dir, handle.record.current.generation).opsQmp;
-      await withMonitor(ops, (qmp) => restoreSource(qmp, wasPaused)).catch(() => undefined);
+      restored = await withMonitor(ops, (qmp) => restoreSource(qmp, wasPaused)).catch(() => true);
     }
     this.#writeRecord(handle, { ...handle.record, pending: null });
     handle.operation = null;
+    return restored;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1418,8 +1618,10 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /**
-   * A swap a previous driver left under way: the new process keeps the VM when it runs it (the old
-   * one finished its part, or is gone); otherwise the new process goes and the old one runs on.
+   * A swap a previous driver left under way, settled by the rule a live swap follows (see
+   * settleInterruptedSwap): forward when the new process has left `inmigrate` (it has the VM) or
+   * the source reports `completed` (or is gone), and then the old process is never resumed; back
+   * otherwise, the new process killed and the old one running on (or held paused, as it was).
    */
   async #finishPendingSwap(handle: VmHandle, pending: PendingSwap): Promise<void> {
     const from = handle.record.current;
@@ -1436,29 +1638,38 @@ export class QemuDriver implements HypervisorDriver {
       await setRealtime(pid, null);
       if (nice !== undefined) setThreadPriority(pid, nice);
     }
-    const oldStatus = await probeStatus(from.pid, oldPaths.qmp);
-    const newStatus = await probeStatus(pending.pid, newPaths.qmp);
-    const newRuns = newStatus === 'running' || newStatus === 'paused';
-    if (newRuns && (oldStatus === undefined || oldStatus === 'postmigrate')) {
-      const next: ProcessRecord = {
-        generation: pending.generation,
-        vmmVersion: pending.vmmVersion,
-        binary: pending.binary,
-        pid: pending.pid,
-        startedAt: pending.startedAt,
-        watchdogPid: pending.watchdogPid,
-      };
-      this.#writeRecord(handle, { ...handle.record, current: next, pending: null });
-      await this.#retire(handle, from, undefined);
+    // A driver that died while it held the new process frozen (deciding this very question) left
+    // it stopped: it runs again first, so that it answers; the decision freezes it once more.
+    if (isAlive(pending.pid, newPaths.qmp)) signalProcess(pending.pid, 'SIGCONT');
+    const target: SwapTarget = { pid: pending.pid, paths: newPaths, session: undefined, mark: 0 };
+    const verdict = await settleInterruptedSwap(target, {
+      pid: from.pid,
+      paths: oldPaths,
+      monitor: (body) => withMonitor(oldPaths.qmp, body),
+    });
+    if (verdict === 'back') {
+      await stopGroup(pending.pid, { graceMs: 0, needle: newPaths.qmp });
+      await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
+      rmSync(newPaths.dir, { recursive: true, force: true });
+      if (isAlive(from.pid, oldPaths.qmp)) {
+        await withMonitor(oldPaths.qmp, (qmp) => restoreSource(qmp, pending.wasPaused)).catch(() => undefined);
+      }
+      this.#writeRecord(handle, { ...handle.record, pending: null });
       return;
     }
-    await stopGroup(pending.pid, { graceMs: 0, needle: newPaths.qmp });
-    await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
-    rmSync(newPaths.dir, { recursive: true, force: true });
-    if (oldStatus !== undefined) {
-      await withMonitor(oldPaths.qmp, (qmp) => restoreSource(qmp, pending.wasPaused)).catch(() => undefined);
-    }
-    this.#writeRecord(handle, { ...handle.record, pending: null });
+    // Forward: the new process is the VM's from now on, whatever state it settles in (one that
+    // died or cannot run leaves the VM `failed`, to be restarted; the old process is no way back).
+    await settleForward(target, pending.wasPaused);
+    const next: ProcessRecord = {
+      generation: pending.generation,
+      vmmVersion: pending.vmmVersion,
+      binary: pending.binary,
+      pid: pending.pid,
+      startedAt: pending.startedAt,
+      watchdogPid: pending.watchdogPid,
+    };
+    this.#writeRecord(handle, { ...handle.record, current: next, pending: null });
+    await this.#retire(handle, from, undefined);
   }
 
   /** Restarts the watchdog of a live process that has none. */
@@ -1506,9 +1717,10 @@ function migrationStats(info: QmpMigrationInfo): QemuMigrationStats {
 
 /**
  * Puts the source of a failed migration back: cancels a migration still moving, waits for it to
- * settle, and runs the VM again unless it was paused before (then it stays paused).
+ * settle, and runs the VM again unless it was paused before (then it stays paused). Resolves false,
+ * touching nothing, when the source's migration completed (see below).
  */
-async function restoreSource(qmp: QmpClient, wasPaused: boolean): Promise<void> {
+async function restoreSource(qmp: QmpClient, wasPaused: boolean): Promise<boolean> {
   const options = { timeoutMs: CLEANUP_STEP_MS };
   const info = await qmp.execute('query-migrate', undefined, options);
   if (info.status !== undefined && ACTIVE_MIGRATION.has(info.status)) {
@@ -1520,11 +1732,312 @@ async function restoreSource(qmp: QmpClient, wasPaused: boolean): Promise<void> 
     await delay(10);
     status = (await qmp.execute('query-status', undefined, options)).status;
   }
-  const migrating = (await qmp.execute('query-migrate', undefined, options)).status;
+  const migrating = outgoingStatus(await qmp.execute('query-migrate', undefined, options));
+  // A source whose migration completed is never resumed: its state went to the new process, which
+  // may have run the guest on the RAM they share (settleInterruptedSwap goes forward then; this is
+  // the last line of defence).
+  if (migrating === 'completed') return false;
   if (migrating !== undefined && ACTIVE_MIGRATION.has(migrating)) await delay(50);
   if (status === 'postmigrate' || (status === 'paused' && !wasPaused)) {
     await qmp.execute('cont', undefined, options);
     if (wasPaused) await qmp.execute('stop', undefined, options);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupted swaps
+// ---------------------------------------------------------------------------------------------
+
+/** How an interrupted swap ends: on the new process (`forward`) or back on the old one. */
+type SwapVerdict = 'forward' | 'back';
+
+/** The new process of an interrupted swap. */
+interface SwapTarget {
+  readonly pid: number;
+  readonly paths: ProcessPaths;
+  /** The driver's session on it, if it has one. */
+  readonly session: Session | undefined;
+  /** A mark in the session's events taken while the process was still waiting for the state. */
+  readonly mark: number;
+}
+
+/** The old process of an interrupted swap. */
+interface SwapSource {
+  readonly pid: number;
+  readonly paths: ProcessPaths;
+  /** Runs `body` on a monitor of the process (the driver's session, else a short-lived one). */
+  readonly monitor: <T>(body: (qmp: QmpClient) => Promise<T>) => Promise<T>;
+}
+
+/** What a swap that went forward found in its new process. */
+type ForwardOutcome =
+  | {
+      readonly kind: 'runs';
+      /** `running`, or `paused` for a VM paused before the swap. */
+      readonly status: QmpRunState;
+      /** Its RESUME (as this driver saw it), for a VM that runs. */
+      readonly resumedAt: number | null;
+    }
+  /** Alive but, at the end of the wait, still loading the state (`inmigrate`) or held paused. */
+  | { readonly kind: 'stuck'; readonly status: QmpRunState | undefined }
+  /** Gone, or in a state that cannot run the VM. */
+  | { readonly kind: 'failed'; readonly status: QmpRunState | undefined };
+
+/**
+ * How long the driver waits for a process it sent SIGSTOP to have stopped (all its threads)
+ * before it decides anyway: delivery takes microseconds unless a thread sits in the kernel.
+ */
+const FREEZE_CONFIRM_MS = 1_000;
+/**
+ * How long, after the freeze, the driver lets its event loop read what the frozen process wrote
+ * before it stopped. QEMU writes RESUME to every monitor before it starts the vCPUs, so if the new
+ * process ran the guest at all, its RESUME is in the socket by then.
+ */
+const FREEZE_DRAIN_MS = 20;
+/**
+ * How long a swap that goes forward waits for the new process to leave `inmigrate` (and to run
+ * after a `cont`): it has the whole state by then, or almost, so this covers a loaded host only.
+ */
+const FORWARD_SETTLE_MS = 10_000;
+/**
+ * How long a source gets to answer while the new process is frozen. A source that completed has
+ * nothing left to send and answers at once; one that does not answer is most likely blocked
+ * sending its device state to the frozen process (QEMU holds its main lock while it does, and its
+ * monitors wait for that lock), so it has not completed: the swap goes back, and killing the new
+ * process unblocks it (its migration fails, and QEMU resumes the VM by itself).
+ */
+const FROZEN_SOURCE_ANSWER_MS = 1_000;
+/** Migration states of a source whose migration has not ended yet (`cancelling` included). */
+const UNSETTLED_MIGRATION = new Set([...ACTIVE_MIGRATION, 'cancelling']);
+
+/**
+ * Decides how a swap interrupted after `migrate` may have been sent ends, the only moment at which
+ * two processes could run one guest on the RAM they share. The new process is frozen first
+ * (SIGSTOP), so that it cannot start the guest, or run it further, while the decision is made:
+ *
+ * - forward when the new process has left `inmigrate` (it loaded the state), when it sent RESUME
+ *   before it stopped (it ran the guest), or when the source reports `completed`, before or in
+ *   answer to `migrate_cancel` (which does nothing to a migration that completed meanwhile): the
+ *   old process must then never run the VM again;
+ * - back otherwise: the migration is cancelled, so the source holds the only state that counts.
+ *
+ * The new process leaves here running again (forward) or killed (back), never frozen, whatever
+ * fails on the way. A source that does not answer while alive is taken as not completed (back,
+ * see {@link FROZEN_SOURCE_ANSWER_MS}); one that is gone leaves the new process as the VM's only
+ * chance (forward). Never rejects.
+ */
+async function settleInterruptedSwap(target: SwapTarget, source: SwapSource): Promise<SwapVerdict> {
+  const { pid } = target;
+  if (!isAlive(pid, target.paths.qmp)) return decideOnSource(source);
+  let observer: { readonly log: EventLog; readonly mark: number; readonly close: () => Promise<void> } | undefined;
+  if (target.session !== undefined && !target.session.qmp.closed) {
+    observer = { log: target.session.log, mark: target.mark, close: () => Promise.resolve() };
+  } else {
+    const fresh = await observeProcess(target.paths.qmp);
+    if (fresh !== undefined && fresh.status !== 'inmigrate') {
+      await fresh.close();
+      return 'forward';
+    }
+    observer = fresh;
+  }
+  let verdict: SwapVerdict | undefined;
+  signalProcess(pid, 'SIGSTOP');
+  try {
+    await waitStopped(pid, FREEZE_CONFIRM_MS);
+    await delay(FREEZE_DRAIN_MS);
+    if (observer?.log.find('RESUME', observer.mark) !== undefined) {
+      verdict = 'forward';
+    } else {
+      verdict = await decideOnSource(source);
+    }
+    return verdict;
+  } finally {
+    await observer?.close().catch(() => undefined);
+    if (verdict === 'back') {
+      signalGroup(pid, 'SIGKILL');
+      await waitGone(pid, CLEANUP_STEP_MS);
+    }
+    // Forward, an unexpected failure above, or a kill that did not take: it runs again.
+    if (isAlive(pid, target.paths.qmp)) signalProcess(pid, 'SIGCONT');
+  }
+}
+
+/**
+ * The source's side of {@link settleInterruptedSwap}, with the new process frozen: `forward` when
+ * the migration completed; otherwise `migrate_cancel`, wait for the migration to end, and
+ * `forward` only if it completed after all. A live source that does not answer is `back`: see
+ * {@link FROZEN_SOURCE_ANSWER_MS}.
+ */
+async function decideOnSource(source: SwapSource): Promise<SwapVerdict> {
+  let status: string | undefined;
+  try {
+    status = await source.monitor(async (qmp) => {
+      const options = { timeoutMs: CLEANUP_STEP_MS };
+      let now = outgoingStatus(await qmp.execute('query-migrate', undefined, { timeoutMs: FROZEN_SOURCE_ANSWER_MS }));
+      if (now !== undefined && ACTIVE_MIGRATION.has(now)) {
+        await qmp.execute('migrate_cancel', undefined, options);
+      }
+      const end = Date.now() + CLEANUP_STEP_MS;
+      while (now !== undefined && UNSETTLED_MIGRATION.has(now) && Date.now() < end) {
+        await delay(10);
+        now = outgoingStatus(await qmp.execute('query-migrate', undefined, options));
+      }
+      return now;
+    });
+  } catch {
+    return isAlive(source.pid, source.paths.qmp) ? 'back' : 'forward';
+  }
+  return status === 'completed' ? 'forward' : 'back';
+}
+
+/**
+ * Finishes a swap that went forward: waits (at most {@link FORWARD_SETTLE_MS}) for the new process
+ * to leave `inmigrate`, and `cont`s it when it settled paused though the VM ran before the swap.
+ * Runs without the caller's deadline. Never rejects.
+ */
+async function settleForward(target: SwapTarget, wasPaused: boolean): Promise<ForwardOutcome> {
+  const { pid, paths } = target;
+  if (!isAlive(pid, paths.qmp)) return { kind: 'failed', status: undefined };
+  let monitor: {
+    readonly qmp: QmpClient;
+    readonly log: EventLog;
+    readonly mark: number;
+    readonly close: () => Promise<void>;
+  };
+  if (target.session !== undefined && !target.session.qmp.closed) {
+    monitor = { qmp: target.session.qmp, log: target.session.log, mark: target.mark, close: () => Promise.resolve() };
+  } else {
+    const fresh = await observeProcess(paths.qmp);
+    if (fresh === undefined) {
+      return isAlive(pid, paths.qmp) ? { kind: 'stuck', status: undefined } : { kind: 'failed', status: undefined };
+    }
+    monitor = fresh;
+  }
+  const options = { timeoutMs: CLEANUP_STEP_MS };
+  const end = Date.now() + FORWARD_SETTLE_MS;
+  let contSent = false;
+  try {
+    for (;;) {
+      if (!isAlive(pid, paths.qmp)) return { kind: 'failed', status: undefined };
+      const status = await monitor.qmp
+        .execute('query-status', undefined, options)
+        .then((s) => s.status)
+        .catch(() => undefined);
+      if (status === 'running') {
+        const resume = monitor.log.find('RESUME', monitor.mark);
+        return { kind: 'runs', status, resumedAt: resume?.timestampMs ?? Date.now() };
+      }
+      if (status === 'paused' && wasPaused) return { kind: 'runs', status, resumedAt: null };
+      if (status === 'paused' && !contSent) {
+        // Loaded, but not started (the source's run state said paused): it was running before.
+        contSent = true;
+        await monitor.qmp.execute('cont', undefined, options).catch(() => undefined);
+        continue;
+      }
+      if (status !== undefined && status !== 'inmigrate' && status !== 'paused') return { kind: 'failed', status };
+      if (Date.now() >= end) return { kind: 'stuck', status };
+      await delay(20);
+    }
+  } finally {
+    await monitor.close().catch(() => undefined);
+  }
+}
+
+/** A fresh monitor on a process: its run state now, and its events from before that answer on. */
+async function observeProcess(path: string): Promise<
+  | {
+      readonly qmp: QmpClient;
+      readonly log: EventLog;
+      readonly mark: number;
+      readonly status: QmpRunState;
+      readonly close: () => Promise<void>;
+    }
+  | undefined
+> {
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect({ path, timeoutMs: MONITOR_CONNECT_TIMEOUT_MS });
+  } catch {
+    return undefined;
+  }
+  const log = new EventLog(qmp);
+  const mark = log.seq;
+  try {
+    const { status } = await qmp.execute('query-status', undefined, { timeoutMs: CLEANUP_STEP_MS });
+    return { qmp, log, mark, status, close: () => qmp.close() };
+  } catch {
+    await qmp.close();
+    return undefined;
+  }
+}
+
+/**
+ * The source's final `query-migrate` (QEMU fills in its downtime figures just after the status
+ * turns `completed`), waiting up to {@link CLEANUP_STEP_MS} for a migration that has not ended
+ * yet; `fallback` when the source does not tell.
+ */
+async function finalMigrationInfo(session: Session, fallback: QmpMigrationInfo | undefined): Promise<QmpMigrationInfo> {
+  const end = Date.now() + CLEANUP_STEP_MS;
+  try {
+    for (;;) {
+      const info = await session.qmp.execute('query-migrate', undefined, { timeoutMs: CLEANUP_STEP_MS });
+      const status = outgoingStatus(info);
+      if (status === 'completed') return info;
+      if (status === undefined || !UNSETTLED_MIGRATION.has(status) || Date.now() >= end) break;
+      await delay(10);
+    }
+  } catch {
+    // the source does not answer (or the driver closed its monitor)
+  }
+  return fallback ?? {};
+}
+
+/**
+ * The state of a process's outgoing migration from its `query-migrate`. QEMU shows the incoming
+ * migration's state there while no outgoing one was started, so a process that was itself the new
+ * process of an earlier swap reports `completed` until it migrates out; only an outgoing migration
+ * that completed reports timings (`total-time`), and that tells them apart.
+ */
+function outgoingStatus(info: QmpMigrationInfo): string | undefined {
+  if (info.status === 'completed' && info['total-time'] === undefined) return 'none';
+  return info.status;
+}
+
+/** Sends `signal` to the process `pid` alone (not its group); ignores a missing one. */
+function signalProcess(pid: number, signal: NodeJS.Signals): void {
+  if (!(Number.isInteger(pid) && pid > 0)) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Waits until every thread of `pid` is stopped (`T` in its `stat`); false after `timeoutMs`. */
+async function waitStopped(pid: number, timeoutMs: number): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    if (allThreadsStopped(pid)) return true;
+    if (performance.now() >= end || !isAlive(pid)) return false;
+    await delay(2);
+  }
+}
+
+function allThreadsStopped(pid: number): boolean {
+  try {
+    const tids = readdirSync(`/proc/${pid}/task`);
+    return (
+      tids.length > 0 &&
+      tids.every((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const state = stat.charAt(stat.lastIndexOf(')') + 2);
+        return state === 'T' || state === 't';
+      })
+    );
+  } catch {
+    // a thread that ended meanwhile, or the process
+    return false;
   }
 }
 
@@ -1545,12 +2058,6 @@ async function withMonitor<T>(path: string, body: (qmp: QmpClient) => Promise<T>
   } finally {
     await qmp.close();
   }
-}
-
-/** The run state of a process, or undefined when it is gone or does not answer. */
-async function probeStatus(pid: number, qmpPath: string): Promise<QmpRunState | undefined> {
-  if (!isAlive(pid, qmpPath)) return undefined;
-  return withMonitor(qmpPath, async (qmp) => (await qmp.execute('query-status')).status).catch(() => undefined);
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { OperationOptions, SwapVmmOptions, SwapVmmResult, VmRuntimeInfo } from '../driver.js';
+import type { DriverErrorReason } from '../errors.js';
 
 /**
  * Device drivers whose state QEMU cannot migrate: a VM with one of them cannot move to a new VMM
@@ -120,4 +121,59 @@ export interface QemuSwapVmmResult extends SwapVmmResult {
   readonly stoppedAt: number | null;
   /** The destination's RESUME event, or null when the VM stays paused. */
   readonly resumedAt: number | null;
+  /**
+   * Null for a swap that ran its course. Set when the call was interrupted (deadline, abort, driver
+   * closed, or an error) after the point of no return and the driver finished the swap anyway: the
+   * VM runs (or, paused before, is held) in the new process, `completedAt` may then be past the
+   * call's deadline, and `downtimeMs` is the real gap between the source's STOP and the new
+   * process's RESUME, however long it was.
+   */
+  readonly interrupted: QemuSwapInterruption | null;
 }
+
+/**
+ * A swap interrupted after its point of no return (the source reported `completed`, or the new
+ * process started the VM): the driver does not roll back then, since the new process may already
+ * have changed guest RAM that both processes share. It finishes the swap on the new process instead
+ * and, when the VM runs there, reports success with the real timings and this record of what
+ * interrupted it (see {@link QemuSwapVmmResult.interrupted}).
+ */
+export interface QemuSwapInterruption {
+  /** The driver error reason of the interruption: `DEADLINE_EXCEEDED`, `ABORTED`, `DRIVER_CLOSED`, … */
+  readonly reason: DriverErrorReason;
+  readonly message: string;
+  /** When the driver had finished the swap anyway (host wall clock). */
+  readonly settledAt: number;
+  /** How far past the call's deadline `settledAt` was; 0 when it was not. */
+  readonly lateMs: number;
+}
+
+/**
+ * Points of a swap (or local migration) at which {@link SwapPhaseHook} is called, in order:
+ * `target-ready` (the new process listens for the migration, which has not been started),
+ * `migration-started` (the source accepted `migrate`) and `source-completed` (the source reported
+ * `completed`; the new process may or may not have started the VM yet).
+ */
+export const SWAP_PHASES = ['target-ready', 'migration-started', 'source-completed'] as const;
+/** One of {@link SWAP_PHASES}. */
+export type SwapPhase = (typeof SWAP_PHASES)[number];
+
+/** What {@link SwapPhaseHook} is told. */
+export interface SwapPhaseEvent {
+  readonly vm: string;
+  readonly phase: SwapPhase;
+  /** The old QEMU process: the migration's source. */
+  readonly sourcePid: number;
+  /** The new QEMU process: the migration's destination. */
+  readonly targetPid: number;
+  /** The generation the new process would have. */
+  readonly generation: number;
+}
+
+/**
+ * Test-only hook (`QemuDriverConfig.onSwapPhase`): called synchronously at each {@link SwapPhase}
+ * so that a test can interrupt a swap at an exact point, e.g. abort it right after the source
+ * reported `completed`. The driver checks the call's abort signal right after the hook returns; a
+ * hook that throws fails the swap as an error at that point would.
+ */
+export type SwapPhaseHook = (event: SwapPhaseEvent) => void;

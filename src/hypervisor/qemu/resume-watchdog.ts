@@ -9,6 +9,13 @@
  * `finish-migrate`, `postmigrate`: the source of an in-place swap stops for its switchover, the
  * destination waits for the incoming state) is left alone; the new process of a swap has a
  * watchdog of its own, which takes the pause over from `lease.json` (`pausedAt`).
+ *
+ * The driver may freeze the new process of an interrupted swap (SIGSTOP) for a moment while it
+ * decides whether the swap goes forward or back. A frozen process does not answer: a look waits
+ * for it and sees the state it has once it runs again, and a look that outlasts the command timeout
+ * fails (`check-failed`, nothing sent) and is tried again at the paused cadence, its late answer
+ * dropped (replies are matched by id). A process killed instead closes the monitor, which ends the
+ * watchdog.
  */
 import type { QmpClient, QmpRunState } from '../../qmp/index.js';
 import type { LeaseFile } from './internal/layout.js';
@@ -23,6 +30,9 @@ export const LEASE_BINDING_MS = 10_000;
 export const DEFAULT_PAUSED_RECHECK_MS = 1_000;
 /** How often a running VM is looked at, in case an event was missed. */
 export const DEFAULT_IDLE_RECHECK_MS = 5_000;
+
+/** The status an `idle` decision carries when the process did not answer `query-status`. */
+const UNKNOWN_STATUS = 'unknown';
 
 /** What {@link decideLease} looks at. */
 export interface LeaseDecisionInput {
@@ -139,7 +149,7 @@ export class ResumeWatchdog {
       status = (await this.#qmp.execute('query-status')).status;
     } catch (error) {
       this.#log({ at: now, event: 'check-failed', error: String(error) });
-      return { decision: { kind: 'idle', status: 'unknown' }, resumed: false };
+      return { decision: { kind: 'idle', status: UNKNOWN_STATUS }, resumed: false };
     }
     const lease = this.#readLease();
     if (status === 'paused' && this.#pausedSince === null) {
@@ -224,6 +234,10 @@ export class ResumeWatchdog {
         this.#schedule(Math.min(decision.deadline - this.#now(), this.#pausedRecheckMs));
       } else if (decision.kind === 'resume') {
         this.#schedule(check.resumed ? 0 : 100);
+      } else if (decision.status === UNKNOWN_STATUS) {
+        // No answer (a busy process, or one the driver holds frozen while it settles a swap): it
+        // may be paused, so the next look comes at the paused cadence, not the idle one.
+        this.#schedule(this.#pausedRecheckMs);
       } else {
         this.#schedule(this.#idleRecheckMs);
       }
