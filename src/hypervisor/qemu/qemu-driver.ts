@@ -1183,6 +1183,10 @@ export class QemuDriver implements HypervisorDriver {
     // Whether `migrate` may have reached the source: set before it is sent, as an answer that is
     // lost (deadline, abort) does not mean that QEMU did not start the migration.
     let migrateSent = false;
+    // Whether the new process holds the VM paused at the end (a VM paused before the swap), and what
+    // interrupted a swap that was finished anyway past its point of no return.
+    let heldPaused = wasPaused;
+    let interrupted: IntermissionError | null = null;
     let oldMark = oldSession.log.seq;
     let newMark = 0;
     try {
@@ -1291,20 +1295,8 @@ export class QemuDriver implements HypervisorDriver {
         throw this.#forwardError(call, handle, cause, outcome, started.record.generation);
       }
       resumedAt = wasPaused ? null : outcome.resumedAt;
-      return this.#completeSwap({
-        call,
-        handle,
-        from,
-        started,
-        oldSession,
-        targetVersion,
-        ramTransfer,
-        pausedBefore: outcome.status === 'paused' ? pausedBefore : null,
-        stoppedAt: wasPaused ? null : (oldSession.log.find('STOP', oldMark)?.timestampMs ?? null),
-        resumedAt,
-        info,
-        interrupted: cause,
-      });
+      heldPaused = outcome.status === 'paused';
+      interrupted = cause;
     }
     return this.#completeSwap({
       call,
@@ -1314,11 +1306,11 @@ export class QemuDriver implements HypervisorDriver {
       oldSession,
       targetVersion,
       ramTransfer,
-      pausedBefore: wasPaused ? pausedBefore : null,
+      pausedBefore: heldPaused ? pausedBefore : null,
       stoppedAt: wasPaused ? null : (oldSession.log.find('STOP', oldMark)?.timestampMs ?? null),
       resumedAt,
       info,
-      interrupted: null,
+      interrupted,
     });
   }
 
