@@ -13,16 +13,7 @@ export interface ResyncGuestClockOptions extends ResyncClockOptions {
   readonly driver: Pick<HypervisorDriver, 'guestTime' | 'setGuestTime'>;
   /** The driver clock: the time the guest is set to. */
   readonly clock: Clock;
-  /**
-   * Steps allowed in all (default 1). After a step whose residual is still beyond the round trip
-   * that measured it, the next one is sent ahead by what the last one missed by: a guest that runs
-   * its agent late (a busy or emulated guest) takes the value late by about the same each time.
-   */
-  readonly steps?: number;
 }
-
-/** How far ahead a value may be sent at most, however late the guest took the ones before. */
-const MAX_LEAD_MS = 1_000;
 
 /** Readings of the guest clock per measurement; the one with the shortest round trip counts. */
 export const CLOCK_SAMPLES = 3;
@@ -59,15 +50,8 @@ export async function resyncGuestClock(options: ResyncGuestClockOptions): Promis
       measuredAt: before.hostMs,
     });
   }
-  const steps = Math.max(1, options.steps ?? 1);
-  let lead = before.roundTripMs / 2;
-  let after: GuestTimeResult;
-  for (let step = 1; ; step++) {
-    await driver.setGuestTime({ vm, deadline, signal, timeMs: clock.now() + lead });
-    after = await measure();
-    if (Math.abs(after.offsetMs) <= after.roundTripMs || step >= steps) break;
-    lead = Math.min(MAX_LEAD_MS, Math.max(0, lead - after.offsetMs));
-  }
+  await driver.setGuestTime({ vm, deadline, signal, timeMs: clock.now() + before.roundTripMs / 2 });
+  const after = await measure();
   return Object.freeze({
     offsetBeforeMs: before.offsetMs,
     stepped: true,

@@ -528,11 +528,26 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /**
-   * {@link resyncGuestClock} with up to {@link RESYNC_ATTEMPTS} steps: a busy guest may run qemu-ga
-   * late and take the value late by that much, so a step that missed by more than its round trip is
-   * followed by one sent further ahead.
+   * {@link resyncGuestClock}, stepped again (up to {@link RESYNC_ATTEMPTS} steps in all) while the
+   * residual is larger than the round trip that measured it: a busy guest may run qemu-ga late, and
+   * the value then lands late by that much. The result's `offsetBeforeMs` is the first measurement.
    */
-  resyncClock(options: ResyncClockOptions): Promise<ResyncClockResult> {
+  async resyncClock(options: ResyncClockOptions): Promise<ResyncClockResult> {
+    const first = await this.#resyncOnce(options);
+    let result = first;
+    // Once a step was taken, its aim is the round trip; the tolerance only decides whether to step.
+    for (
+      let attempt = 1;
+      attempt < RESYNC_ATTEMPTS && result.stepped && Math.abs(result.residualMs) > Math.max(result.roundTripMs, 1);
+      attempt++
+    ) {
+      const again = await this.#resyncOnce({ ...options, toleranceMs: 0 });
+      result = Object.freeze({ ...again, offsetBeforeMs: first.offsetBeforeMs, stepped: true });
+    }
+    return result;
+  }
+
+  #resyncOnce(options: ResyncClockOptions): Promise<ResyncClockResult> {
     if (this.#closed) return Promise.reject(this.#closedError('resyncClock', options.vm));
     if (!this.capabilities.guestClock) {
       return Promise.reject(
@@ -543,7 +558,7 @@ export class QemuDriver implements HypervisorDriver {
         }),
       );
     }
-    return resyncGuestClock({ ...options, driver: this, clock: { now: () => Date.now() }, steps: RESYNC_ATTEMPTS });
+    return resyncGuestClock({ ...options, driver: this, clock: { now: () => Date.now() } });
   }
 
   close(): Promise<void> {
