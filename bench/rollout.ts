@@ -147,6 +147,10 @@ if (process.argv.includes('--plan-only')) {
   console.log(
     `plan only: ${planMs.toFixed(0)} ms (facts ${factsMs.toFixed(0)} ms), peak RSS ${(Math.max(peakRss, process.memoryUsage().rss) / 1024 ** 2).toFixed(0)} MiB, heap growth ${heapGrowth} %`,
   );
+  await Promise.all(agents.map((a) => a.close()));
+  await events.stop();
+  await store.close();
+  if (storeDir !== undefined) await rm(storeDir, { recursive: true, force: true });
   process.exit(0);
 }
 const applyStarted = performance.now();
