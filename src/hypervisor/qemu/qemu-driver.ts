@@ -1822,16 +1822,11 @@ const UNSETTLED_MIGRATION = new Set([...ACTIVE_MIGRATION, 'cancelling']);
 async function settleInterruptedSwap(target: SwapTarget, source: SwapSource): Promise<SwapVerdict> {
   const { pid } = target;
   if (!isAlive(pid, target.paths.qmp)) return decideOnSource(source);
-  let observer: { readonly log: EventLog; readonly mark: number; readonly close: () => Promise<void> } | undefined;
-  if (target.session !== undefined && !target.session.qmp.closed) {
-    observer = { log: target.session.log, mark: target.mark, close: () => Promise.resolve() };
-  } else {
-    const fresh = await observeProcess(target.paths.qmp);
-    if (fresh !== undefined && fresh.status !== 'inmigrate') {
-      await fresh.close();
-      return 'forward';
-    }
-    observer = fresh;
+  const observer = await monitorOfTarget(target);
+  // Only a fresh monitor asks the state: one that left `inmigrate` has the VM.
+  if (observer?.status !== undefined && observer.status !== 'inmigrate') {
+    await observer.close();
+    return 'forward';
   }
   let verdict: SwapVerdict | undefined;
   signalProcess(pid, 'SIGSTOP');
@@ -1891,20 +1886,9 @@ async function decideOnSource(source: SwapSource): Promise<SwapVerdict> {
 async function settleForward(target: SwapTarget, wasPaused: boolean): Promise<ForwardOutcome> {
   const { pid, paths } = target;
   if (!isAlive(pid, paths.qmp)) return { kind: 'failed', status: undefined };
-  let monitor: {
-    readonly qmp: QmpClient;
-    readonly log: EventLog;
-    readonly mark: number;
-    readonly close: () => Promise<void>;
-  };
-  if (target.session !== undefined && !target.session.qmp.closed) {
-    monitor = { qmp: target.session.qmp, log: target.session.log, mark: target.mark, close: () => Promise.resolve() };
-  } else {
-    const fresh = await observeProcess(paths.qmp);
-    if (fresh === undefined) {
-      return isAlive(pid, paths.qmp) ? { kind: 'stuck', status: undefined } : { kind: 'failed', status: undefined };
-    }
-    monitor = fresh;
+  const monitor = await monitorOfTarget(target);
+  if (monitor === undefined) {
+    return isAlive(pid, paths.qmp) ? { kind: 'stuck', status: undefined } : { kind: 'failed', status: undefined };
   }
   const options = { timeoutMs: CLEANUP_STEP_MS };
   const end = Date.now() + FORWARD_SETTLE_MS;
@@ -1936,17 +1920,30 @@ async function settleForward(target: SwapTarget, wasPaused: boolean): Promise<Fo
   }
 }
 
+/** A monitor on a process and its events since `mark`; `close` lets go of what was opened for it. */
+interface ProcessMonitor {
+  readonly qmp: QmpClient;
+  readonly log: EventLog;
+  readonly mark: number;
+  /** Its run state when a fresh monitor was opened; undefined on the driver's own session. */
+  readonly status: QmpRunState | undefined;
+  readonly close: () => Promise<void>;
+}
+
+/**
+ * The new process's monitor: the driver's session on it while open (with the swap's mark, so
+ * that events from before the interruption count), else a fresh one ({@link observeProcess}).
+ */
+async function monitorOfTarget(target: SwapTarget): Promise<ProcessMonitor | undefined> {
+  const { session } = target;
+  if (session !== undefined && !session.qmp.closed) {
+    return { qmp: session.qmp, log: session.log, mark: target.mark, status: undefined, close: () => Promise.resolve() };
+  }
+  return observeProcess(target.paths.qmp);
+}
+
 /** A fresh monitor on a process: its run state now, and its events from before that answer on. */
-async function observeProcess(path: string): Promise<
-  | {
-      readonly qmp: QmpClient;
-      readonly log: EventLog;
-      readonly mark: number;
-      readonly status: QmpRunState;
-      readonly close: () => Promise<void>;
-    }
-  | undefined
-> {
+async function observeProcess(path: string): Promise<(ProcessMonitor & { readonly status: QmpRunState }) | undefined> {
   let qmp: QmpClient;
   try {
     qmp = await QmpClient.connect({ path, timeoutMs: MONITOR_CONNECT_TIMEOUT_MS });
