@@ -3,14 +3,19 @@
  * a VM gets, the host-update hooks. Nothing here starts QEMU.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MAX_PAUSE_BUDGET_MS, isIntermissionError } from '../../src/domain/index.js';
 import {
   QEMU_DRIVER_CAPABILITIES,
+  VM_RECORD_FORMAT,
   buildQemuArgv,
   commandHostUpdate,
   macAddress,
   processPaths,
+  readVmRecord,
   resolveQemuConfig,
   simulatedHostUpdate,
   vmPaths,
@@ -39,6 +44,7 @@ const SPEC: ResolvedVmSpec = {
   devices: [{ driver: 'vfio-pci', props: { host: '0000:3b:00.0' } }],
   objects: [],
   memPath: '/dev/shm/intermission-vm1-abcd.ram',
+  vapic: false,
 };
 
 void describe('QEMU driver configuration', () => {
@@ -123,6 +129,36 @@ void describe('QEMU command line', () => {
     });
     assert.deepEqual(after(args, '-cpu'), ['host']);
     assert.ok(after(args, '-object').includes('memory-backend-ram,id=ram0,size=1024M'));
+  });
+
+  void it('leaves out TPR patching unless the VM asks for it, and keeps it for VMs recorded with it', () => {
+    const globals = (spec: ResolvedVmSpec): string[] =>
+      after(buildQemuArgv({ config, spec, vmPaths: vmPaths(config.runDir, 'vm1'), paths, incoming: false }), '-global');
+    assert.deepEqual(globals(SPEC), ['apic-common.vapic=off']);
+    assert.deepEqual(globals({ ...SPEC, vapic: true }), []);
+    // A record written before the field existed describes a process that ran with QEMU's default.
+    const dir = mkdtempSync(join(tmpdir(), 'iq-record-'));
+    try {
+      const { vapic: _dropped, ...older } = SPEC;
+      const file = join(dir, 'vm.json');
+      const current = {
+        generation: 1,
+        vmmVersion: '7.2',
+        binary: '/usr/bin/qemu',
+        pid: 1,
+        startedAt: 0,
+        watchdogPid: 0,
+      };
+      writeFileSync(
+        file,
+        JSON.stringify({ format: VM_RECORD_FORMAT, host: 'h1', spec: older, current, pending: null }),
+      );
+      assert.equal(readVmRecord(file)?.spec.vapic, true);
+      writeFileSync(file, JSON.stringify({ format: VM_RECORD_FORMAT, host: 'h1', spec: SPEC, current, pending: null }));
+      assert.equal(readVmRecord(file)?.spec.vapic, false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   void it('maps QEMU run states to driver states', () => {

@@ -53,4 +53,4 @@ export {
 export { destroyQemuRunDir, serialLogOf, type DestroyRunDirResult } from './qemu-cleanup.js';
 export { GUEST_NETWORK, buildQemuArgv, macAddress, type QemuArgvOptions } from './internal/argv.js';
 export type { LeaseFile, ResolvedVmSpec, ProcessPaths, VmPaths } from './internal/layout.js';
-export { processPaths, vmPaths } from './internal/layout.js';
+export { VM_RECORD_FORMAT, processPaths, readVmRecord, vmPaths } from './internal/layout.js';

@@ -1008,6 +1008,7 @@ export class QemuDriver implements HypervisorDriver {
       devices: Object.freeze(devices),
       objects: Object.freeze(objects),
       memPath,
+      vapic: options.vapic ?? false,
     });
   }
 

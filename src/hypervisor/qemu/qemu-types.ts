@@ -59,6 +59,12 @@ export interface QemuVmSpec {
   readonly devices?: readonly QemuDeviceSpec[];
   /** Extra `-object` values (e.g. the memory backend of an extra device). */
   readonly objects?: readonly string[];
+  /**
+   * QEMU's TPR-access patching (the `kvmvapic` option ROM, `apic-common.vapic`). It speeds up only
+   * old 32-bit Windows guests on CPUs without FlexPriority, and restoring its state costs 1-3 ms of
+   * every switchover (it remaps guest memory), so it is off unless asked for. Default false.
+   */
+  readonly vapic?: boolean;
 }
 
 /** Options of {@link QemuDriver.launch}. */

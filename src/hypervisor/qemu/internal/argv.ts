@@ -46,6 +46,8 @@ export function buildQemuArgv(options: QemuArgvOptions): string[] {
   );
   push('-smp', String(spec.cpus));
   push('-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-shutdown');
+  // `apic-common` covers the TCG and the KVM APIC alike.
+  if (!spec.vapic) push('-global', 'apic-common.vapic=off');
   push('-kernel', config.kernel, '-initrd', config.initrd);
   const append = ['console=ttyS0', 'panic=-1', 'quiet', `tenant.name=${spec.vm}`, config.kernelArgs, spec.kernelArgs]
     .filter((part) => part !== '')

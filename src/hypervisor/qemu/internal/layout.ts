@@ -47,6 +47,8 @@ export interface ResolvedVmSpec {
   readonly objects: readonly string[];
   /** The shared RAM file, or null for private RAM. */
   readonly memPath: string | null;
+  /** See `QemuVmSpec.vapic`; records written before this field existed had it on (QEMU's default). */
+  readonly vapic: boolean;
 }
 
 /** One VMM process of a VM. */
@@ -176,7 +178,10 @@ export function readVmRecord(path: string): VmRecordFile | undefined {
       details: { path },
     });
   }
-  return value;
+  // A process started before `vapic` was recorded ran with QEMU's default, and its successors must
+  // have the same devices for the migration to load.
+  const spec = value.spec as Omit<ResolvedVmSpec, 'vapic'> & { readonly vapic?: boolean };
+  return spec.vapic === undefined ? { ...value, spec: { ...spec, vapic: true } } : value;
 }
 
 function isRecordFile(value: unknown): value is VmRecordFile {
