@@ -17,6 +17,7 @@ import { publishDiagnostics } from './diagnostics.js';
 import { abortFailure, mapQmpError, qmpFailure } from './errors.js';
 import { encodeQmpCommand, parseQmpLine, type QmpInbound } from './protocol.js';
 import { connectUnixSocket, type ConnectTransport, type QmpTransport } from './transport.js';
+import { preciseNow } from './wall-clock.js';
 
 /**
  * Default bound on one call (connect, sync and command). A healthy agent answers in under 100 ms
@@ -165,7 +166,7 @@ export class GuestAgentClient {
   constructor(options: GuestAgentClientOptions) {
     this.path = options.path;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_GUEST_AGENT_TIMEOUT_MS;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? preciseNow;
     this.#connect = options.connectTransport ?? connectUnixSocket;
   }
 

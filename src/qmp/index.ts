@@ -114,4 +114,4 @@ export {
   type GuestAgentSetTimeOptions,
   type GuestSetTimeResult,
 } from './guest-agent.js';
-export { resyncGuestClock, type ResyncGuestClockOptions, type ResyncGuestClockResult } from './clock.js';
+export { ANCHOR_MAX_AGE_MS, preciseNow, preciseWallClock } from './wall-clock.js';

@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { preciseNow } from '../../src/qmp/index.js';
 
 /** Options of {@link FakeGuestAgent.start}. */
 export interface FakeGuestAgentOptions {
@@ -79,7 +80,7 @@ export class FakeGuestAgent {
 
   /** The guest clock now, ms since the epoch. */
   guestNowMs(): number {
-    return Date.now() + this.clockOffsetMs;
+    return preciseNow() + this.clockOffsetMs;
   }
 
   /** Lines (or partial lines, without `\n`) left in the channel for the next client to find. */
@@ -148,7 +149,7 @@ export class FakeGuestAgent {
         if (!this.#setTimeSupported) {
           return { error: { class: 'GenericError', desc: 'this feature or command is not currently supported' } };
         }
-        if (typeof args?.time === 'number') this.clockOffsetMs = args.time / 1e6 - Date.now();
+        if (typeof args?.time === 'number') this.clockOffsetMs = args.time / 1e6 - preciseNow();
         return { return: {} };
       }
       case 'guest-info':

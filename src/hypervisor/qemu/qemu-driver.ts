@@ -9,6 +9,7 @@ import {
   DEFAULT_QMP_COMMAND_TIMEOUT_MS,
   GuestAgentClient,
   QmpClient,
+  preciseWallClock,
   type QmpExecuteOptions,
   type QmpMigrationInfo,
   type QmpRunState,
@@ -515,13 +516,15 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   setGuestTime(options: SetGuestTimeOptions): Promise<SetGuestTimeResult> {
+    // `timeMs` is what the guest should read when the value arrives, as of the call: connecting
+    // and syncing with the agent take a round trip first, so the time that passed is added (to the
+    // microsecond: whole milliseconds would be as large as the round trip itself).
+    const askedAt = performance.now();
     return this.#run('setGuestTime', options, 'guestClock', undefined, async (call) => {
       const handle = await this.#agentReady(call);
-      // `timeMs` is what the guest should read when the value arrives, as of the call: connecting
-      // and syncing with the agent take a round trip first, so the time that passed is added.
       const result = await this.#agent(handle).setTime({
         ...this.#agentOptions(call),
-        timeMs: () => options.timeMs + (Date.now() - call.startedAt),
+        timeMs: () => options.timeMs + (performance.now() - askedAt),
       });
       return Object.freeze({ completedAt: result.hostReceivedMs, roundTripMs: result.roundTripMs });
     });
@@ -558,7 +561,7 @@ export class QemuDriver implements HypervisorDriver {
         }),
       );
     }
-    return resyncGuestClock({ ...options, driver: this, clock: { now: () => Date.now() } });
+    return resyncGuestClock({ ...options, driver: this, clock: preciseWallClock });
   }
 
   close(): Promise<void> {
