@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decideLease, leaseApplies, ResumeWatchdog, type LeaseFile } from '../../src/hypervisor/index.js';
+import { decideLease, leaseApplies, pauseStart, ResumeWatchdog, type LeaseFile } from '../../src/hypervisor/index.js';
 import { QmpClient } from '../../src/qmp/index.js';
 import { FakeQmpServer } from '../qmp/fake-qmp-server.js';
 
@@ -55,6 +55,42 @@ void describe('decideLease', () => {
     // Written just before the stop, before the driver added pausedAt: it applies.
     assert.equal(leaseApplies({ until: T0 + 1000, writtenAt: T0 - 3 }, T0), true);
     assert.equal(leaseApplies({ until: null, writtenAt: T0 - 3 }, T0), false, 'a pause without a lease');
+  });
+});
+
+void describe('pauseStart', () => {
+  // A paused VM's swap failed in its switchover at T0 + 20 s: the rollback ran it for a moment
+  // (cont, stop) to leave postmigrate, and wrote the lease again with the pause's first start.
+  const stoppedAgain = T0 + 20_000;
+  const carried: LeaseFile = { until: T0 + 25_000, writtenAt: stoppedAgain + 3, pausedAt: T0 };
+
+  void it('counts a pause carried across a rollback from its first start, lease and cap alike', () => {
+    assert.equal(pauseStart(stoppedAgain, carried), T0);
+    const waiting = decideLease({
+      status: 'paused',
+      pausedSince: stoppedAgain,
+      lease: carried,
+      now: stoppedAgain + 10,
+      maxPauseMs: MAX,
+    });
+    assert.deepEqual(waiting, { kind: 'wait', deadline: T0 + 25_000, pausedSince: T0, leased: true });
+    // Without a lease deadline the cap still runs from the first start: 30 s in all, not 50.
+    const open: LeaseFile = { ...carried, until: null };
+    const capped = decideLease({
+      status: 'paused',
+      pausedSince: stoppedAgain,
+      lease: open,
+      now: T0 + MAX,
+      maxPauseMs: MAX,
+    });
+    assert.deepEqual(capped, { kind: 'resume', deadline: T0 + MAX, pausedSince: T0, leased: false });
+  });
+
+  void it('takes the STOP when the lease is a leftover or names a later start', () => {
+    const leftover: LeaseFile = { until: null, writtenAt: T0, pausedAt: T0 };
+    assert.equal(pauseStart(T0 + 60_000, leftover), T0 + 60_000);
+    assert.equal(pauseStart(T0, { ...carried, pausedAt: T0 + 5 }), T0);
+    assert.equal(pauseStart(T0, { until: T0 + 1_000, writtenAt: T0 - 3 }), T0, 'a lease without pausedAt');
   });
 });
 
@@ -129,5 +165,29 @@ void describe('ResumeWatchdog against a QMP peer', () => {
     server.dropConnections();
     await watchdog.done;
     await server.close();
+  });
+
+  void it('keeps counting from the first start when a rollback runs the paused VM for a moment', async () => {
+    const box: { lease?: LeaseFile } = {};
+    const { server, qmp, watchdog } = await setUp('running', () => box.lease);
+    try {
+      watchdog.start();
+      const pausedAt = Date.now();
+      box.lease = { until: pausedAt + 400, writtenAt: pausedAt };
+      await qmp.execute('stop');
+      await new Promise((r) => setTimeout(r, 200));
+      // What the driver's rollback does: the lease written again, fresh, then `cont` and `stop`.
+      box.lease = { until: pausedAt + 400, writtenAt: Date.now(), pausedAt };
+      await qmp.execute('cont');
+      await qmp.execute('stop');
+      const end = Date.now() + 3_000;
+      while (server.status !== 'running' && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      const took = Date.now() - pausedAt;
+      assert.equal(server.status, 'running', 'resumed');
+      assert.ok(took >= 390 && took < 1_000, `resumed ${took} ms after the first stop (lease 400 ms)`);
+    } finally {
+      await watchdog.stop();
+      await server.close();
+    }
   });
 });

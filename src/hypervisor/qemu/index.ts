@@ -44,6 +44,7 @@ export {
   ResumeWatchdog,
   decideLease,
   leaseApplies,
+  pauseStart,
   type LeaseDecision,
   type LeaseDecisionInput,
   type ResumeWatchdogOptions,

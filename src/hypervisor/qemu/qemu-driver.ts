@@ -1576,18 +1576,37 @@ export class QemuDriver implements HypervisorDriver {
       rmSync(processPaths(handle.paths.dir, pending.generation).dir, { recursive: true, force: true });
     }
     const session = handle.session;
-    let restored: boolean;
-    if (session !== undefined && !session.qmp.closed) {
-      restored = await restoreSource(session.qmp, wasPaused).catch(() => true);
-    } else {
+    const restored = await this.#keepingPause(handle, wasPaused, async () => {
+      if (session !== undefined && !session.qmp.closed) {
+        return restoreSource(session.qmp, wasPaused).catch(() => true);
+      }
       // The driver's monitor is gone (the driver was closed mid-swap): the spare one still reaches
       // the old process, which must not be left stopped for its switchover.
       const ops = processPaths(handle.paths.dir, handle.record.current.generation).opsQmp;
-      restored = await withMonitor(ops, (qmp) => restoreSource(qmp, wasPaused)).catch(() => true);
-    }
+      return withMonitor(ops, (qmp) => restoreSource(qmp, wasPaused)).catch(() => true);
+    });
     this.#writeRecord(handle, { ...handle.record, pending: null });
     handle.operation = null;
     return restored;
+  }
+
+  /**
+   * Runs `restore`, which puts a failed swap's source back, and carries the VM's pause across it
+   * when the VM was paused: to leave `postmigrate` the source must `cont` then `stop`, a pause that
+   * ends and another that starts, as far as QEMU's events tell. The pause keeps its start and its
+   * lease, and the lease is written fresh so that the watchdog counts from that start (see
+   * `pauseStart`) and the 30 s bound still holds for the pause as a whole.
+   */
+  async #keepingPause<T>(handle: VmHandle, wasPaused: boolean, restore: () => Promise<T>): Promise<T> {
+    if (!wasPaused) return restore();
+    const pausedAt = this.#pausedSinceOf(handle);
+    const until = readLease(handle.paths.lease)?.until ?? null;
+    try {
+      return await restore();
+    } finally {
+      handle.pausedSince = pausedAt;
+      writeJsonAtomic(handle.paths.lease, { until, writtenAt: Date.now(), pausedAt } satisfies LeaseFile);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1650,7 +1669,9 @@ export class QemuDriver implements HypervisorDriver {
       await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
       rmSync(newPaths.dir, { recursive: true, force: true });
       if (isAlive(from.pid, oldPaths.qmp)) {
-        await withMonitor(oldPaths.qmp, (qmp) => restoreSource(qmp, pending.wasPaused)).catch(() => undefined);
+        await this.#keepingPause(handle, pending.wasPaused, () =>
+          withMonitor(oldPaths.qmp, (qmp) => restoreSource(qmp, pending.wasPaused)).catch(() => undefined),
+        );
       }
       this.#writeRecord(handle, { ...handle.record, pending: null });
       return;

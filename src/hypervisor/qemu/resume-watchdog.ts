@@ -61,10 +61,23 @@ export function leaseApplies(
   return lease.writtenAt <= pausedSince + 1 && pausedSince - lease.writtenAt <= LEASE_BINDING_MS;
 }
 
+/**
+ * When the current pause began: the STOP the watchdog saw, or earlier when a fresh lease names an
+ * earlier `pausedAt`. That is how the driver carries a pause across a moment of running it did not
+ * ask for: a paused VM whose swap failed during the switchover is left in `postmigrate`, and only
+ * `cont` then `stop` gets it back to `paused`, which ends the pause and starts another. The lease
+ * must have been written after, or at most {@link LEASE_BINDING_MS} before, that STOP: an older one
+ * is a leftover. Taking an earlier start only ever brings the resume forward.
+ */
+export function pauseStart(stoppedAt: number, lease: LeaseFile | undefined): number {
+  if (lease?.pausedAt === undefined || lease.pausedAt >= stoppedAt) return stoppedAt;
+  return stoppedAt - lease.writtenAt <= LEASE_BINDING_MS ? lease.pausedAt : stoppedAt;
+}
+
 /** The lease rule, as a pure function: see the module comment. */
 export function decideLease(input: LeaseDecisionInput): LeaseDecision {
   if (input.status !== 'paused') return { kind: 'idle', status: input.status };
-  const pausedSince = input.pausedSince ?? input.now;
+  const pausedSince = pauseStart(input.pausedSince ?? input.now, input.lease);
   const cap = pausedSince + input.maxPauseMs;
   const leased = leaseApplies(input.lease, pausedSince);
   const deadline = leased ? Math.min(cap, (input.lease as { until: number }).until) : cap;
