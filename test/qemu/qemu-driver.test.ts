@@ -21,6 +21,7 @@ import {
   isDriverError,
   type QemuDriverConfig,
   type QemuVmInfo,
+  type SwapPhase,
   type SwapPhaseEvent,
 } from '../../src/hypervisor/index.js';
 import { createMetadataApp, listenMetadata, type MetadataListeners } from '../../src/imds/index.js';
@@ -520,26 +521,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
     let event: SwapPhaseEvent;
     try {
       await beatsAfter(watcher, 0, 5);
-      const child = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          join(REPO, 'test', 'qemu', 'fixtures', 'swap-and-die.ts'),
-          JSON.stringify(f.config),
-          'vm-t',
-          other,
-          'source-completed',
-        ],
-        { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] },
-      );
-      let out = '';
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (chunk: string) => (out += chunk));
-      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-      assert.equal(code, null, `the agent stand-in died by its signal: ${out}`);
-      event = JSON.parse(out.split('\n')[0] ?? '') as SwapPhaseEvent;
-      assert.equal(event.phase, 'source-completed');
+      event = await swapAndDie(f.config, 'vm-t', other, 'source-completed');
       driver = await openDriver(f.config);
       ticks = await beatsAfter(watcher, Date.now(), 20);
     } finally {
@@ -663,7 +645,57 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
       );
     },
   );
+
+  // Last of the vm-t tests: its VM is lost (both of its processes die) and booted again.
+  void it(
+    'is adopted after the agent and the old QEMU died before the state was sent: failed, nothing left waiting, restartable',
+    { timeout: BOOT_MS + 60_000 },
+    async () => {
+      const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
+      assert.ok(before);
+      const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+      await closeDriver(driver);
+      const event = await swapAndDie(f.config, 'vm-t', other, 'target-ready');
+      process.kill(event.sourcePid, 'SIGKILL');
+      while (processState(event.sourcePid) !== undefined) await sleep(20);
+      driver = await openDriver(f.config);
+      const now = await driver.describeVm({ vm: 'vm-t' });
+      assert.equal(now.state, 'failed', 'neither process can run the VM');
+      assert.equal(now.generation, before.generation + 1, 'the new process was recorded, then found gone');
+      assert.equal(processState(event.targetPid), undefined, 'the new process no longer waits for a state');
+      await expectDriverError(driver.pause({ vm: 'vm-t' }), 'UNREACHABLE', 'VM_FAILED', 'pause of a lost VM');
+      const rebooted = await driver.reboot({ vm: 'vm-t', deadline: Date.now() + BOOT_MS - 20_000 });
+      assert.ok(rebooted.generation > now.generation);
+      assert.equal((await driver.describeVm({ vm: 'vm-t' })).state, 'running');
+      await driver.guestTime({ vm: 'vm-t' });
+    },
+  );
 });
+
+/**
+ * Runs the agent stand-in that swaps `vm` to `target` and kills itself at `phase` (see
+ * fixtures/swap-and-die.ts); returns the phase event it printed.
+ */
+async function swapAndDie(
+  config: QemuDriverConfig,
+  vm: string,
+  target: string,
+  phase: SwapPhase,
+): Promise<SwapPhaseEvent> {
+  const script = join(REPO, 'test', 'qemu', 'fixtures', 'swap-and-die.ts');
+  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(config), vm, target, phase], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => (out += chunk));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  assert.equal(code, null, `the agent stand-in died by its signal: ${out}`);
+  const event = JSON.parse(out.split('\n')[0] ?? '') as SwapPhaseEvent;
+  assert.equal(event.phase, phase);
+  return event;
+}
 
 /** Polls listVms until the VM is in `state`; fails at `until`. */
 async function waitForState(driver: QemuDriver, vm: string, state: string, until: number): Promise<void> {

@@ -1678,7 +1678,14 @@ export class QemuDriver implements HypervisorDriver {
     }
     // Forward: the new process is the VM's from now on, whatever state it settles in (one that
     // died or cannot run leaves the VM `failed`, to be restarted; the old process is no way back).
-    await settleForward(target, pending.wasPaused);
+    const outcome = await settleForward(target, pending.wasPaused);
+    if (outcome.kind === 'stuck' && outcome.status === 'inmigrate' && !isAlive(from.pid, oldPaths.qmp)) {
+      // The old process died before it sent the VM's state, and the new one would wait for it for
+      // good: neither can run the VM. The new one is stopped, so that the VM shows `failed` (its
+      // process is gone) and can be restarted, instead of `migrating` for ever.
+      await stopGroup(pending.pid, { graceMs: 0, needle: newPaths.qmp });
+      await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
+    }
     const next: ProcessRecord = {
       generation: pending.generation,
       vmmVersion: pending.vmmVersion,
