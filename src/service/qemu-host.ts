@@ -22,6 +22,7 @@ const vmOverrideSchema = z
     sharedMemory: z.boolean().optional(),
     guestAgent: z.boolean().optional(),
     kernelArgs: z.string().optional(),
+    vapic: z.boolean().optional(),
   })
   .strict();
 
