@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseFleet, type Clock } from '../../src/domain/index.js';
@@ -19,6 +19,8 @@ import {
   QemuDriver,
   destroyQemuRunDir,
   isDriverError,
+  processPaths,
+  vmPaths,
   type QemuDriverConfig,
   type QemuVmInfo,
   type SwapPhase,
@@ -646,6 +648,29 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
     },
   );
 
+  void it('is adopted after the agent died before it recorded the new process: found, stopped, the old one runs on', async () => {
+    const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
+    assert.ok(before);
+    const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+    await closeDriver(driver);
+    const event = await swapAndDie(f.config, 'vm-t', other, 'target-ready');
+    // As if the agent had died a moment earlier: after starting the new process and its watchdog,
+    // before writing their pids down.
+    const recordPath = vmPaths(f.config.runDir, 'vm-t').record;
+    const record = JSON.parse(readFileSync(recordPath, 'utf8')) as { pending: { pid: number; watchdogPid: number } };
+    assert.equal(record.pending.pid, event.targetPid);
+    writeFileSync(recordPath, JSON.stringify({ ...record, pending: { ...record.pending, pid: 0, watchdogPid: 0 } }));
+    driver = await openDriver(f.config);
+    const now = await driver.describeVm({ vm: 'vm-t' });
+    assert.equal(now.state, 'running');
+    assert.equal(now.pid, before.pid, 'the old process runs the VM on');
+    assert.equal(now.generation, before.generation);
+    assert.equal(processState(event.targetPid), undefined, 'the unrecorded new process was found and stopped');
+    const newDir = processPaths(vmPaths(f.config.runDir, 'vm-t').dir, event.generation);
+    assert.deepEqual(processesNaming(newDir.watchdogQmp), [], 'and so was its watchdog');
+    await driver.guestTime({ vm: 'vm-t' });
+  });
+
   // Last of the vm-t tests: its VM is lost (both of its processes die) and booted again.
   void it(
     'is adopted after the agent and the old QEMU died before the state was sent: failed, nothing left waiting, restartable',
@@ -695,6 +720,20 @@ async function swapAndDie(
   const event = JSON.parse(out.split('\n')[0] ?? '') as SwapPhaseEvent;
   assert.equal(event.phase, phase);
   return event;
+}
+
+/** Live processes with `path` among their arguments. */
+function processesNaming(path: string): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => {
+      if (!/^\d+$/.test(entry) || processState(Number(entry)) === undefined) return false;
+      try {
+        return readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(path);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
 /** Polls listVms until the VM is in `state`; fails at `until`. */

@@ -70,6 +70,7 @@ import {
 } from './internal/layout.js';
 import {
   cpuTimeNs,
+  findProcesses,
   isAlive,
   logTail,
   setRealtime,
@@ -1640,10 +1641,20 @@ export class QemuDriver implements HypervisorDriver {
    * the source reports `completed` (or is gone), and then the old process is never resumed; back
    * otherwise, the new process killed and the old one running on (or held paused, as it was).
    */
-  async #finishPendingSwap(handle: VmHandle, pending: PendingSwap): Promise<void> {
+  async #finishPendingSwap(handle: VmHandle, recorded: PendingSwap): Promise<void> {
     const from = handle.record.current;
     const oldPaths = processPaths(handle.paths.dir, from.generation);
-    const newPaths = processPaths(handle.paths.dir, pending.generation);
+    const newPaths = processPaths(handle.paths.dir, recorded.generation);
+    // A driver that died while it started the new process had not written its pid down yet: the
+    // process (and its watchdog) are found by their monitor sockets, which name VM and generation.
+    const pending: PendingSwap =
+      recorded.pid > 0
+        ? recorded
+        : {
+            ...recorded,
+            pid: findProcesses((args) => args.some((arg) => arg.startsWith(`unix:${newPaths.qmp},`)))[0] ?? 0,
+            watchdogPid: findProcesses((args) => args.includes(newPaths.watchdogQmp))[0] ?? 0,
+          };
     // A driver that died mid-swap may have left the switchover threads boosted: back to the policy
     // and nice value QEMU processes start with (this driver's own).
     const nice = threadPriority(process.pid);

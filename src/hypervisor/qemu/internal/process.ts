@@ -72,6 +72,25 @@ export function isAlive(pid: number, needle?: string): boolean {
   return true;
 }
 
+/**
+ * The live processes whose arguments satisfy `match`, from a scan of /proc: how a process is found
+ * whose pid was never recorded (its driver died between starting it and writing the pid down).
+ */
+export function findProcesses(match: (args: readonly string[]) => boolean): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let args: string[];
+    try {
+      args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // gone meanwhile, or not ours to read
+    }
+    if (match(args) && isAlive(Number(entry))) found.push(Number(entry));
+  }
+  return found;
+}
+
 /** Whether any process (a zombie included) has this pid. */
 export function pidExists(pid: number): boolean {
   try {
