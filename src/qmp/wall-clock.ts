@@ -33,17 +33,23 @@ let anchor: Anchor | undefined;
 
 function takeAnchor(): Anchor {
   for (let attempt = 0; ; attempt++) {
-    const start = Date.now();
-    // The tick falls between the last read that still saw `start` and the first one that did not.
-    let lastOld = performance.now();
-    let wallMs = Date.now();
-    while (wallMs === start) {
-      lastOld = performance.now();
-      wallMs = Date.now();
-    }
-    const firstNew = performance.now();
-    if (firstNew - lastOld <= ANCHOR_MAX_BRACKET_MS || attempt === 4) {
-      return { wallMs, monotonicMs: (lastOld + firstNew) / 2 };
+    // Each read of Date.now() is bracketed by monotonic readings: the tick to a new value fell
+    // after the monotonic reading taken just before the previous read, and before the one taken
+    // just after this read.
+    let beforePrevious = performance.now();
+    let previous = Date.now();
+    for (;;) {
+      const before = performance.now();
+      const wallMs = Date.now();
+      const after = performance.now();
+      if (wallMs !== previous) {
+        if (after - beforePrevious <= ANCHOR_MAX_BRACKET_MS || attempt === 4) {
+          return { wallMs, monotonicMs: (beforePrevious + after) / 2 };
+        }
+        break;
+      }
+      beforePrevious = before;
+      previous = wallMs;
     }
   }
 }

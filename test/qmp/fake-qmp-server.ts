@@ -224,6 +224,9 @@ export class FakeQmpServer {
     });
     if (this.#greeting) this.#send(connection, this.#greeting);
     const lines = readline.createInterface({ input: socket, crlfDelay: Infinity });
+    // A client that hangs up while an answer is on its way makes the write fail (EPIPE); readline
+    // passes its input's errors on, and QEMU shrugs such a client off too.
+    lines.on('error', () => undefined);
     lines.on('line', (line) => this.#onLine(connection, line));
   }
 
