@@ -14,8 +14,12 @@ import { countColor, imageStats, readPng } from './png.js';
 
 /** The VM whose metadata listener the test uses to approve an event, as a tenant application would. */
 const TENANT_VM = 'web_1';
-/** Long enough for the page to show the VMs paused, well within the 30 s budget. */
-const APPLY = '4s';
+/**
+ * Long enough for the page to show the VMs paused and a screenshot of a paused chip to be taken
+ * while it still is, on a loaded CI host (with 4 s a fresh-clone CI once saw it resumed first),
+ * well within the 30 s budget.
+ */
+const APPLY = '8s';
 const LONG = 90_000;
 
 /** A full-page screenshot that shows a real page: its size, and far from blank. */
