@@ -1570,8 +1570,7 @@ export class QemuDriver implements HypervisorDriver {
     const pending = handle.record.pending;
     if (started !== undefined) {
       await started.session.qmp.close();
-      await stopGroup(started.record.pid, { graceMs: 0, needle: started.paths.qmp });
-      await stopGroup(started.record.watchdogPid, { graceMs: 0, needle: started.paths.watchdogQmp });
+      await killProcess(started.record, started.paths);
       rmSync(started.paths.dir, { recursive: true, force: true });
     } else if (pending !== null) {
       rmSync(processPaths(handle.paths.dir, pending.generation).dir, { recursive: true, force: true });
@@ -1676,8 +1675,7 @@ export class QemuDriver implements HypervisorDriver {
       monitor: (body) => withMonitor(oldPaths.qmp, body),
     });
     if (verdict === 'back') {
-      await stopGroup(pending.pid, { graceMs: 0, needle: newPaths.qmp });
-      await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
+      await killProcess(pending, newPaths);
       rmSync(newPaths.dir, { recursive: true, force: true });
       if (isAlive(from.pid, oldPaths.qmp)) {
         await this.#keepingPause(handle, pending.wasPaused, () =>
@@ -1694,8 +1692,7 @@ export class QemuDriver implements HypervisorDriver {
       // The old process died before it sent the VM's state, and the new one would wait for it for
       // good: neither can run the VM. The new one is stopped, so that the VM shows `failed` (its
       // process is gone) and can be restarted, instead of `migrating` for ever.
-      await stopGroup(pending.pid, { graceMs: 0, needle: newPaths.qmp });
-      await stopGroup(pending.watchdogPid, { graceMs: 0, needle: newPaths.watchdogQmp });
+      await killProcess(pending, newPaths);
     }
     const next: ProcessRecord = {
       generation: pending.generation,
@@ -1750,6 +1747,12 @@ function migrationStats(info: QmpMigrationInfo): QemuMigrationStats {
     qemuTotalMs: info['total-time'] ?? null,
     setupMs: info['setup-time'] ?? null,
   });
+}
+
+/** Kills a VMM process that must not run the VM (no grace: it may hold the VM's state), and its watchdog. */
+async function killProcess(process: Pick<ProcessRecord, 'pid' | 'watchdogPid'>, paths: ProcessPaths): Promise<void> {
+  await stopGroup(process.pid, { graceMs: 0, needle: paths.qmp });
+  await stopGroup(process.watchdogPid, { graceMs: 0, needle: paths.watchdogQmp });
 }
 
 /**
