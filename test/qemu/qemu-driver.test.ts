@@ -25,6 +25,7 @@ import {
   type QemuVmInfo,
   type SwapPhase,
   type SwapPhaseEvent,
+  type VmRuntimeInfo,
 } from '../../src/hypervisor/index.js';
 import { createMetadataApp, listenMetadata, type MetadataListeners } from '../../src/imds/index.js';
 import { MemoryMetadataBackend } from '../../src/testing/metadata-backend.js';
@@ -153,6 +154,19 @@ runDriverContract({
 void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
   let f: Fixture;
   let driver: QemuDriver;
+
+  /** Closes the test's driver and opens a new one on the same run directory, as an agent restart does. */
+  const reopen = async (config: QemuDriverConfig = f.config): Promise<void> => {
+    await closeDriver(driver);
+    driver = await openDriver(config);
+  };
+
+  /** vm-t as the driver lists it now, and the VMM build it is not on: where a swap takes it. */
+  const vmtAndOtherBuild = async (): Promise<{ before: VmRuntimeInfo; other: string }> => {
+    const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
+    assert.ok(before);
+    return { before, other: before.vmmVersion === VMM_A ? VMM_B : VMM_A };
+  };
 
   before(
     async () => {
@@ -333,8 +347,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
   void it('is adopted by a new driver: same processes, a paused VM still paused since the same time', async () => {
     const before = await driver.listVms();
     const paused = await driver.pause({ vm: 'vm-t', leaseUntil: Date.now() + 20_000 });
-    await closeDriver(driver);
-    driver = await openDriver(f.config);
+    await reopen();
     const after = await driver.listVms();
     for (const vm of before) {
       const now = after.find((v) => v.name === vm.name);
@@ -353,8 +366,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
 
   void it('rolls a swap back when the new process cannot start: the old one runs on', async () => {
     const config = { ...f.config, vmmBuilds: { ...f.config.vmmBuilds, broken: '/bin/false' } };
-    await closeDriver(driver);
-    driver = await openDriver(config);
+    await reopen(config);
     const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
     const error = await expectDriverError(
       driver.swapVmm({ vm: 'vm-t', targetVersion: 'broken', deadline: Date.now() + 10_000 }),
@@ -395,8 +407,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
   void it('finishes a swap aborted after the source completed: no rollback, the VM runs once, in the new process', async () => {
     const abort = new AbortController();
     const phases: SwapPhaseEvent[] = [];
-    await closeDriver(driver);
-    driver = await openDriver({
+    await reopen({
       ...f.config,
       onSwapPhase: (event) => {
         phases.push(event);
@@ -405,9 +416,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
       },
     });
     try {
-      const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
-      assert.ok(before);
-      const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+      const { before, other } = await vmtAndOtherBuild();
       const watcher = new SerialWatcher(f.tenant.serialLog);
       let swap;
       let ticks;
@@ -454,16 +463,14 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
       assertOneTicker(ticks);
       await driver.guestTime({ vm: 'vm-t' });
     } finally {
-      await closeDriver(driver);
-      driver = await openDriver(f.config);
+      await reopen();
     }
   });
 
   void it('rolls back a swap aborted while its migration is still under way: the old process runs on', async () => {
     const abort = new AbortController();
     const phases: SwapPhaseEvent[] = [];
-    await closeDriver(driver);
-    driver = await openDriver({
+    await reopen({
       ...f.config,
       onSwapPhase: (event) => {
         phases.push(event);
@@ -474,9 +481,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
       },
     });
     try {
-      const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
-      assert.ok(before);
-      const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+      const { before, other } = await vmtAndOtherBuild();
       const watcher = new SerialWatcher(f.tenant.serialLog);
       let error;
       let ticks;
@@ -508,15 +513,12 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
       assertOneTicker(ticks);
       await driver.guestTime({ vm: 'vm-t' });
     } finally {
-      await closeDriver(driver);
-      driver = await openDriver(f.config);
+      await reopen();
     }
   });
 
   void it('is adopted mid-swap after the agent died once the source completed: forward, never back', async () => {
-    const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
-    assert.ok(before);
-    const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+    const { before, other } = await vmtAndOtherBuild();
     await closeDriver(driver);
     const watcher = new SerialWatcher(f.tenant.serialLog);
     let ticks;
@@ -649,9 +651,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
   );
 
   void it('is adopted after the agent died before it recorded the new process: found, stopped, the old one runs on', async () => {
-    const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
-    assert.ok(before);
-    const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+    const { before, other } = await vmtAndOtherBuild();
     await closeDriver(driver);
     const event = await swapAndDie(f.config, 'vm-t', other, 'target-ready');
     // As if the agent had died a moment earlier: after starting the new process and its watchdog,
@@ -676,9 +676,7 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
     'is adopted after the agent and the old QEMU died before the state was sent: failed, nothing left waiting, restartable',
     { timeout: BOOT_MS + 60_000 },
     async () => {
-      const before = (await driver.listVms()).find((v) => v.name === 'vm-t');
-      assert.ok(before);
-      const other = before.vmmVersion === VMM_A ? VMM_B : VMM_A;
+      const { before, other } = await vmtAndOtherBuild();
       await closeDriver(driver);
       const event = await swapAndDie(f.config, 'vm-t', other, 'target-ready');
       process.kill(event.sourcePid, 'SIGKILL');
