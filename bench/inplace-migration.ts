@@ -4,8 +4,8 @@
  * built by scripts/guest/build-guest.sh; a few minutes).
  *
  * For each RAM size, two guests of that size boot side by side with the tenant application
- * printing a tick beat every ~10 ms and a dirtier rewriting a quarter of the RAM in a tmpfs file
- * without pause (non-zero data):
+ * printing a tick beat every ~10 ms and a dirtier (`stress --vm-keep`) writing to every page of a
+ * quarter of the RAM without pause (no page left zero); the pace of its passes is printed:
  * - `ip-<MB>` has its RAM in a shared file mapping and is swapped in place BENCH_SWAPS times
  *   between two VMM labels (x-ignore-shared: RAM is never copied);
  * - `cp-<MB>` has private RAM and is migrated to a new local process BENCH_COPIES times the way a
@@ -106,6 +106,15 @@ function guestTickGap(lines: readonly ObservedLine[], at: number): number | null
   return match ? Number(match[1]) : null;
 }
 
+/** How long the guest's dirtier took over its second and third passes, each (guest wall clock). */
+function dirtierPassMs(serial: string): number {
+  const wall = (pass: number): number => {
+    const match = new RegExp(`wall=([0-9.]+) dirtier pass=${pass}\\b`).exec(serial);
+    return match ? Number(match[1]) * 1000 : Number.NaN;
+  };
+  return (wall(3) - wall(1)) / 2;
+}
+
 async function waitForLine(path: string, pattern: RegExp, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!pattern.test(readFileSync(path, 'utf8'))) {
@@ -141,9 +150,13 @@ async function benchSize(driver: QemuDriver, sizeMb: number): Promise<Move[]> {
     driver.launch({ vm: inPlace, ramMb: sizeMb, kernelArgs, deadline: Date.now() + 300_000 }),
     driver.launch({ vm: copying, ramMb: sizeMb, kernelArgs, sharedMemory: false, deadline: Date.now() + 300_000 }),
   ]);
-  // The dirtier has written its whole region once: that much RAM is in use and keeps changing.
-  for (const info of [ip, cp]) await waitForLine(info.serialLog, /dirtier pass=1/, 240_000);
-  process.stdout.write(` up in ${((Date.now() - started) / 1000).toFixed(0)} s, dirtying ${dirtyMb} MB each\n`);
+  // The dirtier has written its whole region a few times: that much RAM is in use and keeps changing.
+  for (const info of [ip, cp]) await waitForLine(info.serialLog, /dirtier pass=3/, 240_000);
+  const pace = [ip, cp].map((info) => dirtierPassMs(readFileSync(info.serialLog, 'utf8')));
+  process.stdout.write(
+    ` up in ${((Date.now() - started) / 1000).toFixed(0)} s, dirtying ${dirtyMb} MB each, every page again every ` +
+      `${pace.map((ms) => fmt(ms, 0)).join(' / ')} ms (${pace.map((ms) => fmt(dirtyMb / 1024 / (ms / 1000), 2)).join(' / ')} GB/s)\n`,
+  );
   const moves: Move[] = [];
   try {
     // One guest busy at a time: the other is paused (its resume watchdog lets it run again after

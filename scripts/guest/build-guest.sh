@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test guest of the QEMU driver tests from the Debian packages installed on this machine
-# (linux-image-amd64, busybox-static, qemu-guest-agent): nothing binary is committed.
+# (linux-image-amd64, busybox-static, qemu-guest-agent, stress): nothing binary is committed.
 #
 #   scripts/guest/build-guest.sh OUTDIR
 #
@@ -8,8 +8,8 @@
 #   vmlinuz     the host's newest /boot/vmlinuz-*, copied
 #   initrd.img  a gzip'd newc cpio: busybox (with every applet linked, /sbin/hwclock included, which
 #               qemu-ga's guest-set-time needs), the virtio and e1000 modules of that kernel, qemu-ga
-#               with the shared libraries ldd lists, busybox init, and the tenant application
-#               (scripts/guest/tenant.sh)
+#               and stress (the benchmark's memory dirtier) with the shared libraries ldd lists,
+#               busybox init, and the tenant application (scripts/guest/tenant.sh)
 #   stamp       what the build was made from: kernel version and a hash of every input
 #
 # Idempotent and cached: when OUTDIR/stamp matches the inputs, nothing is done (a CI run builds once;
@@ -40,6 +40,8 @@ file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || ldd "$busybox" 2
   die "$busybox is not static: apt-get install -y busybox-static"
 qga=/usr/sbin/qemu-ga
 [ -x "$qga" ] || die "$qga is missing: apt-get install -y qemu-guest-agent"
+stress=/usr/bin/stress
+[ -x "$stress" ] || die "$stress is missing: apt-get install -y stress"
 command -v cpio >/dev/null || die "cpio is missing: apt-get install -y cpio"
 
 # The modules, in the insmod order that works (notes/qemu-on-this-machine.md).
@@ -53,7 +55,7 @@ done
 
 inputs=$(
   {
-    sha256sum "$here/build-guest.sh" "$here/tenant.sh" "$here/rc.sh" "$busybox" "$qga" "${module_paths[@]}"
+    sha256sum "$here/build-guest.sh" "$here/tenant.sh" "$here/rc.sh" "$busybox" "$qga" "$stress" "${module_paths[@]}"
     echo "$kver"
   } | sha256sum | cut -c1-16
 )
@@ -88,9 +90,10 @@ for i in "${!modules[@]}"; do
   esac
 done
 
-# qemu-ga and the libraries it links (ldd prints "name => /path (addr)" or "/path (addr)").
+# qemu-ga, stress and the libraries they link (ldd prints "name => /path (addr)" or "/path (addr)").
 cp "$qga" "$root/usr/sbin/qemu-ga"
-for lib in $(ldd "$qga" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }'); do
+cp "$stress" "$root/usr/bin/stress"
+for lib in $(ldd "$qga" "$stress" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\// && $i !~ /:$/) print $i }' | sort -u); do
   cp -L --parents "$lib" "$root"
 done
 

@@ -8,8 +8,8 @@
 # - keeps a ticker every 10 ms and reports the largest gap between ticks once per second, in guest
 #   time; with tenant.beat=1 it also prints a short line per tick, for a host-side observer that
 #   timestamps serial output as it arrives;
-# - with tenant.dirty_mb=N, rewrites N MB of non-zero data in a tmpfs file without pause, so that
-#   guest memory keeps getting dirtied (for the migration benchmark); it logs each full pass.
+# - with tenant.dirty_mb=N, rewrites every page of N MB of its memory without pause (stress), so
+#   that guest memory keeps getting dirtied (for the migration benchmark); it logs the first passes.
 #
 # Everything goes to the serial console, one line per write, in forms a test parses:
 #   TENANT t=<uptime> wall=<epoch s.us> boot=<boot id> start ip=<ip>
@@ -78,21 +78,19 @@ ticker() {
 
 dirtier() {
   mb=$1
-  # Non-zero data: zero pages would be sent as such by a copying migration, and cost it nothing.
-  dd if=/dev/urandom of=/tmp/seed bs=1M count=1 2>/dev/null
-  for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do cat /tmp/seed; done >/tmp/chunk
-  rm -f /tmp/seed
-  chunks=$(((mb + 15) / 16))
-  log "dirtier mb=$((chunks * 16))"
+  # stress (Debian's) keeps rewriting one byte in every page of its N MB without pause, as fast as
+  # the vCPU goes: every page dirty again on every pass, and never a zero page (which a copying
+  # migration would send as a flag, for nothing). With -v it prints one line per pass.
+  log "dirtier mb=$mb"
   pass=0
-  while :; do
-    i=0
-    while [ $i -lt $chunks ]; do
-      dd if=/tmp/chunk of=/dev/shm/dirty bs=16M seek=$i count=1 conv=notrunc 2>/dev/null
-      i=$((i + 1))
-    done
-    pass=$((pass + 1))
-    [ $pass -le 3 ] && log "dirtier pass=$pass"
+  stress -v --vm 1 --vm-bytes "${mb}M" --vm-stride 4096 --vm-keep 2>&1 | while read -r line; do
+    case $line in
+      *touching*)
+        # A pass starts: the one before it is done.
+        [ $pass -ge 1 ] && [ $pass -le 3 ] && log "dirtier pass=$pass"
+        pass=$((pass + 1))
+        ;;
+    esac
   done
 }
 

@@ -41,7 +41,7 @@ export function findExecutable(name: string): string | undefined {
 
 /**
  * What running real guests on this machine needs and does not have: QEMU, socat (the metadata
- * channel), qemu-ga, busybox-static and cpio (to build the guest), a readable kernel. Empty when
+ * channel), qemu-ga, busybox-static, stress and cpio (to build the guest), a readable kernel. Empty when
  * everything is there.
  */
 export function qemuRequirements(): QemuRequirement[] {
@@ -52,6 +52,7 @@ export function qemuRequirements(): QemuRequirement[] {
     ['socat', 'socat'],
     ['qemu-ga', 'qemu-guest-agent'],
     ['cpio', 'cpio'],
+    ['stress', 'stress'],
   ] as const) {
     if (findExecutable(binary) === undefined) missing.push({ missing: binary, debianPackage });
   }

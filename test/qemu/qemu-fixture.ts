@@ -34,7 +34,7 @@ export interface QemuPreflight {
   assertReady(): void;
 }
 
-/** Checks what real guests need: QEMU, socat, a kernel, busybox-static, qemu-ga, cpio, root. */
+/** Checks what real guests need: QEMU, socat, a kernel, busybox-static, qemu-ga, stress, cpio, root. */
 export function qemuPreflight(): QemuPreflight {
   const problems: string[] = [];
   const drivers = process.env.DRIVERS;
