@@ -23,6 +23,7 @@ const vmOverrideSchema = z
     guestAgent: z.boolean().optional(),
     kernelArgs: z.string().optional(),
     vapic: z.boolean().optional(),
+    pciBridgeHotplug: z.boolean().optional(),
   })
   .strict();
 

@@ -45,6 +45,8 @@ const SPEC: ResolvedVmSpec = {
   objects: [],
   memPath: '/dev/shm/intermission-vm1-abcd.ram',
   vapic: false,
+  pciBridgeHotplug: false,
+  nicExtraMacRegisters: false,
 };
 
 void describe('QEMU driver configuration', () => {
@@ -131,15 +133,22 @@ void describe('QEMU command line', () => {
     assert.ok(after(args, '-object').includes('memory-backend-ram,id=ram0,size=1024M'));
   });
 
-  void it('leaves out TPR patching unless the VM asks for it, and keeps it for VMs recorded with it', () => {
-    const globals = (spec: ResolvedVmSpec): string[] =>
-      after(buildQemuArgv({ config, spec, vmPaths: vmPaths(config.runDir, 'vm1'), paths, incoming: false }), '-global');
-    assert.deepEqual(globals(SPEC), ['apic-common.vapic=off']);
-    assert.deepEqual(globals({ ...SPEC, vapic: true }), []);
-    // A record written before the field existed describes a process that ran with QEMU's default.
+  void it('leaves out device state nobody uses unless the VM asks for it, and keeps it for VMs recorded with it', () => {
+    const argv = (spec: ResolvedVmSpec): string[] =>
+      buildQemuArgv({ config, spec, vmPaths: vmPaths(config.runDir, 'vm1'), paths, incoming: false });
+    const globals = (spec: ResolvedVmSpec): string[] => after(argv(spec), '-global');
+    const nic = (spec: ResolvedVmSpec): string | undefined =>
+      after(argv(spec), '-device').find((d) => d.startsWith('e1000'));
+    assert.deepEqual(globals(SPEC), ['apic-common.vapic=off', 'PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off']);
+    assert.match(nic(SPEC) ?? '', /,extra_mac_registers=off$/);
+    assert.deepEqual(globals({ ...SPEC, vapic: true }), ['PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off']);
+    assert.deepEqual(globals({ ...SPEC, vapic: true, pciBridgeHotplug: true }), []);
+    assert.doesNotMatch(nic({ ...SPEC, nicExtraMacRegisters: true }) ?? '', /extra_mac_registers/);
+    // A record written before these fields existed describes a process that ran with QEMU's
+    // defaults, which every later process of the VM must keep.
     const dir = mkdtempSync(join(tmpdir(), 'iq-record-'));
     try {
-      const { vapic: _dropped, ...older } = SPEC;
+      const { vapic: _v, pciBridgeHotplug: _p, nicExtraMacRegisters: _n, ...older } = SPEC;
       const file = join(dir, 'vm.json');
       const current = {
         generation: 1,
@@ -149,13 +158,18 @@ void describe('QEMU command line', () => {
         startedAt: 0,
         watchdogPid: 0,
       };
-      writeFileSync(
-        file,
-        JSON.stringify({ format: VM_RECORD_FORMAT, host: 'h1', spec: older, current, pending: null }),
-      );
-      assert.equal(readVmRecord(file)?.spec.vapic, true);
-      writeFileSync(file, JSON.stringify({ format: VM_RECORD_FORMAT, host: 'h1', spec: SPEC, current, pending: null }));
-      assert.equal(readVmRecord(file)?.spec.vapic, false);
+      const write = (spec: object): void =>
+        writeFileSync(file, JSON.stringify({ format: VM_RECORD_FORMAT, host: 'h1', spec, current, pending: null }));
+      write(older);
+      const read = readVmRecord(file)?.spec;
+      assert.deepEqual([read?.vapic, read?.pciBridgeHotplug, read?.nicExtraMacRegisters], [true, true, true]);
+      assert.deepEqual(read && globals(read), []);
+      // A record from the session that added `vapic` only.
+      write({ ...older, vapic: false });
+      const middle = readVmRecord(file)?.spec;
+      assert.deepEqual([middle?.vapic, middle?.pciBridgeHotplug, middle?.nicExtraMacRegisters], [false, true, true]);
+      write(SPEC);
+      assert.deepEqual(readVmRecord(file)?.spec, SPEC);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

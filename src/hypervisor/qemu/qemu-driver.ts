@@ -1015,6 +1015,8 @@ export class QemuDriver implements HypervisorDriver {
       objects: Object.freeze(objects),
       memPath,
       vapic: options.vapic ?? false,
+      pciBridgeHotplug: options.pciBridgeHotplug ?? false,
+      nicExtraMacRegisters: false,
     });
   }
 

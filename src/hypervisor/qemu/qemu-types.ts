@@ -65,6 +65,13 @@ export interface QemuVmSpec {
    * every switchover (it remaps guest memory), so it is off unless asked for. Default false.
    */
   readonly vapic?: boolean;
+  /**
+   * ACPI hotplug into PCI bridges (`PIIX4_PM.acpi-pci-hotplug-with-bridge-support`). Its state is
+   * 256 slots that QEMU saves and loads one by one, about 1 ms of every switchover, and it serves
+   * only VMs that have PCI bridges and hotplug devices behind them; hotplug on the root bus works
+   * without it. Default false.
+   */
+  readonly pciBridgeHotplug?: boolean;
 }
 
 /** Options of {@link QemuDriver.launch}. */

@@ -46,8 +46,10 @@ export function buildQemuArgv(options: QemuArgvOptions): string[] {
   );
   push('-smp', String(spec.cpus));
   push('-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-shutdown');
+  // Device state the switchover would save and load for nothing (see `ResolvedVmSpec`).
   // `apic-common` covers the TCG and the KVM APIC alike.
   if (!spec.vapic) push('-global', 'apic-common.vapic=off');
+  if (!spec.pciBridgeHotplug) push('-global', 'PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off');
   push('-kernel', config.kernel, '-initrd', config.initrd);
   const append = ['console=ttyS0', 'panic=-1', 'quiet', `tenant.name=${spec.vm}`, config.kernelArgs, spec.kernelArgs]
     .filter((part) => part !== '')
@@ -67,7 +69,7 @@ export function buildQemuArgv(options: QemuArgvOptions): string[] {
     `user,id=net0,net=${GUEST_NETWORK.net},host=${GUEST_NETWORK.host},restrict=on,${forward}`,
     '-device',
     // No option ROM: nothing boots from the network, and a smaller ROM is less to migrate.
-    `e1000,netdev=net0,mac=${macAddress(spec.vm)},romfile=`,
+    `e1000,netdev=net0,mac=${macAddress(spec.vm)},romfile=${spec.nicExtraMacRegisters ? '' : ',extra_mac_registers=off'}`,
   );
   for (const object of spec.objects) push('-object', object);
   for (const device of spec.devices) push('-device', deviceOption(device));
