@@ -49,7 +49,7 @@ describe('intermission up --qemu', () => {
     });
     assert.equal(result.status, 6, result.stderr);
     assert.match(result.stderr, /real QEMU guests cannot run here: missing qemu-system-x86_64/);
-    assert.match(result.stderr, /sudo apt-get install -y qemu-system-x86 socat (qemu-guest-agent )?cpio\./);
+    assert.match(result.stderr, /sudo apt-get install -y qemu-system-x86 socat (qemu-guest-agent )?cpio stress\./);
     assert.match(result.stderr, /Without --qemu/);
     assert.equal(existsSync(join(state, 'intermission.db')), false, 'no store was opened');
   });
