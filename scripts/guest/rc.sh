@@ -40,7 +40,15 @@ if [ -e /dev/vport0p1 ]; then
     echo "RC qemu-ga failed to start"
   # At the highest priority, as time daemons run: a clock step lands when qemu-ga runs, and a
   # CPU-bound tenant at the same priority delays it by scheduler ticks.
-  renice -n -20 -p "$(cat /run/qga/qemu-ga.pid)" >/dev/null || echo "RC qemu-ga priority unchanged"
+  # Its daemon child writes the pid file after the parent has returned.
+  i=0
+  while [ ! -s /run/qga/qemu-ga.pid ] && [ $i -lt 100 ]; do
+    sleep 0.02
+    i=$((i + 1))
+  done
+  qga=$(cat /run/qga/qemu-ga.pid 2>/dev/null)
+  renice -n -20 -p "$qga" >/dev/null 2>&1 || echo "RC qemu-ga priority unchanged"
+  step "qemu-ga nice=$(awk '{ print $19 }' "/proc/$qga/stat" 2>/dev/null)"
 else
   echo "RC no /dev/vport0p1: no guest agent"
 fi
