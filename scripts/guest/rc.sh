@@ -18,6 +18,15 @@ step() {
 }
 step mounted
 
+# wait_for TEST PATH TRIES INTERVAL: polls `[ TEST PATH ]`; leaves the polls it took in $waited.
+wait_for() {
+  waited=0
+  while [ ! "$1" "$2" ] && [ $waited -lt "$3" ]; do
+    sleep "$4"
+    waited=$((waited + 1))
+  done
+}
+
 # The insmod order that works with this kernel (notes/qemu-on-this-machine.md).
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000; do
   insmod "/lib/modules/$m.ko" || echo "RC insmod $m failed"
@@ -29,23 +38,15 @@ for word in $(cat /proc/cmdline); do
 done
 
 # The agent's port appears once virtio_console has probed the device.
-i=0
-while [ ! -e /dev/vport0p1 ] && [ $i -lt 200 ]; do
-  sleep 0.05
-  i=$((i + 1))
-done
-step "vport wait=$i"
+wait_for -e /dev/vport0p1 200 0.05
+step "vport wait=$waited"
 if [ -e /dev/vport0p1 ]; then
   /usr/sbin/qemu-ga -d -m virtio-serial -p /dev/vport0p1 -t /run/qga -f /run/qga/qemu-ga.pid ||
     echo "RC qemu-ga failed to start"
   # At the highest priority, as time daemons run: a clock step lands when qemu-ga runs, and a
-  # CPU-bound tenant at the same priority delays it by scheduler ticks.
-  # Its daemon child writes the pid file after the parent has returned.
-  i=0
-  while [ ! -s /run/qga/qemu-ga.pid ] && [ $i -lt 100 ]; do
-    sleep 0.02
-    i=$((i + 1))
-  done
+  # CPU-bound tenant at the same priority delays it by scheduler ticks. Its daemon child writes
+  # the pid file after the parent has returned.
+  wait_for -s /run/qga/qemu-ga.pid 100 0.02
   qga=$(cat /run/qga/qemu-ga.pid 2>/dev/null)
   renice -n -20 -p "$qga" >/dev/null 2>&1 || echo "RC qemu-ga priority unchanged"
   step "qemu-ga nice=$(awk '{ print $19 }' "/proc/$qga/stat" 2>/dev/null)"
