@@ -1,8 +1,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { IntermissionError } from '../domain/index.js';
+import { writePrivateFile } from '../service/private-files.js';
 
 /** Who a control-API caller is: an operator (everything) or a tenant (its own VMs only). */
 export type Principal =
@@ -28,18 +29,12 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest();
 }
 
-/** Writes a file so that a crash leaves either the old or the new content, never a torn one. */
+/**
+ * Writes a file so that a crash leaves either the old or the new content, never a torn one, through
+ * a new temporary file that follows no symlink (see {@link writePrivateFile}).
+ */
 export async function writeFileAtomic(path: string, content: string, mode = 0o600): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  const handle = await open(tmp, 'w', mode);
-  try {
-    await handle.writeFile(content);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
+  await writePrivateFile(path, content, mode);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   FleetIndex,
@@ -17,6 +17,7 @@ import { createMetadataApp, listenMetadata } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
+import { ensurePrivateDir, preparePrivateDatabase, restrictMode } from './private-files.js';
 import { EventService } from './event-service.js';
 import { serveFetch } from './http.js';
 import { logEventService, logExecutor, type Logger } from './logging.js';
@@ -74,8 +75,12 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     seen.add(key);
   }
   const stateDir = resolve(options.stateDir);
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const store = await openSqliteStore({ path: join(stateDir, 'intermission.db') });
+  // Enforced on every start, not only on creation: a state directory whose mode was loosened since
+  // (or one planted by another user) is repaired or refused before anything is read from it.
+  await ensurePrivateDir(stateDir);
+  const dbPath = join(stateDir, 'intermission.db');
+  await preparePrivateDatabase(dbPath);
+  const store = await openSqliteStore({ path: dbPath });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -138,6 +143,10 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const metadataApp = createMetadataApp({ backend: service, onEvent: metrics.metadataListener });
     const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
     cleanups.push(() => listeners.close());
+    // Unix sockets get the umask's mode when bound; only this user may connect to them.
+    for (const a of [control.address, ...listeners.addresses.map((l) => l.address)]) {
+      if ('path' in a) await restrictMode(a.path);
+    }
     service.startTicking();
     controller?.start();
 

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { mkdir, readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { controlFileSchema } from '../../control/client.js';
 import { IntermissionError, parseDuration, timeScale, type EventTimingOptions } from '../../domain/index.js';
@@ -12,6 +11,7 @@ import {
   ACCEL_CHOICES,
   assertQemuUsable,
   localMetadataSocket,
+  prepareRunBase,
   startLocalQemuHosts,
   type LocalQemuHosts,
 } from '../../service/local-qemu.js';
@@ -159,7 +159,7 @@ export function registerServeCommands(program: Command, output: Output): void {
         // Each guest's own channel, beside the TCP listener an operator can curl.
         for (const vm of fleet.vms)
           bindings.push({ vm: vm.name, address: { path: localMetadataSocket(flags.state, vm.name) } });
-        await mkdir(dirname(localMetadataSocket(flags.state, 'x')), { recursive: true });
+        await prepareRunBase(flags.state);
         output.out(
           `Starting ${fleet.vms.length} QEMU guests (accel ${accel}); the first start builds the guest, and a boot under TCG takes a minute…`,
         );

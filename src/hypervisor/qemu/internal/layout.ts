@@ -17,6 +17,7 @@
  * <runDir>/<vm>/g<N>/qemu.log, watchdog.log
  * ```
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IntermissionError } from '../../../domain/index.js';
@@ -155,10 +156,13 @@ export function checkSocketPath(path: string): void {
   }
 }
 
-/** Writes JSON atomically (a temporary file renamed over the target). */
+/**
+ * Writes JSON atomically (a temporary file renamed over the target). The temporary name is
+ * unguessable and opened with O_EXCL (`wx`), so a symlink planted there is never written through.
+ */
 export function writeJsonAtomic(path: string, value: unknown): void {
-  const temporary = `${path}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(value, null, 2)}\n`);
+  const temporary = `${path}.${process.pid}.${randomBytes(8).toString('hex')}.tmp`;
+  writeFileSync(temporary, `${JSON.stringify(value, null, 2)}\n`, { flag: 'wx', mode: 0o600 });
   renameSync(temporary, path);
 }
 
