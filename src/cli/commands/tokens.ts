@@ -17,6 +17,7 @@ export function registerTokenCommands(program: Command, output: Output): void {
       vm: string[];
       state?: string;
       control?: string;
+      tokenFile?: string;
       token?: string;
       json?: boolean;
     }) => {
