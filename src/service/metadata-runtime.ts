@@ -8,11 +8,12 @@ import {
   type EventTimingOptions,
   type Fleet,
 } from '../domain/index.js';
-import { createControlApp } from '../control/app.js';
+import { createControlApp, type MetricsAuth } from '../control/app.js';
 import { controlFileSchema } from '../control/client.js';
 import { LiveHub } from '../control/live.js';
 import { feedLiveHub } from '../control/live-feed.js';
-import { TokenAuthority, writeFileAtomic } from '../control/tokens.js';
+import { DEFAULT_OPERATOR_TTL_MS, TokenAuthority, writeFileAtomic } from '../control/tokens.js';
+import { DashboardSessions } from '../control/sessions.js';
 import { createMetadataApp, listenMetadata } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
@@ -45,6 +46,8 @@ export interface MetadataRuntimeOptions {
    * passes simulated hosts); without them it serves events and drills only.
    */
   readonly hosts?: (ctx: { stateDir: string }) => Promise<HostAgents>;
+  /** Who may scrape GET /metrics of the control API: `none` (default) or `token`. See docs/security.md. */
+  readonly metricsAuth?: MetricsAuth;
 }
 
 export interface MetadataRuntime {
@@ -56,6 +59,11 @@ export interface MetadataRuntime {
   readonly metadata: readonly { vm: string; address: ListenAddress }[];
   readonly control: ListenAddress;
   readonly controlFile: string;
+  /**
+   * A one-time dashboard sign-in path (`/#code=…`, valid for a few minutes, single use) for the
+   * operator token of control.json: append it to the control API's URL.
+   */
+  signInPath(): string;
   /** Stops listeners and ticks, then closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -112,9 +120,24 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       cleanups.push(() => c.stop());
     }
 
-    const tokens = await TokenAuthority.open(stateDir);
+    const clock = options.clock ?? systemClock;
+    const tokens = await TokenAuthority.open(stateDir, { now: () => clock.now() });
     const controlFile = join(stateDir, 'control.json');
-    const operatorToken = await operatorTokenFor(tokens, controlFile);
+    const operator = await operatorTokenFor(tokens, controlFile);
+    const operatorToken = operator.token;
+    // The operator token of control.json lives DEFAULT_OPERATOR_TTL_MS from the last start, and is
+    // renewed while the server runs (checked hourly), so that only a copy taken away expires.
+    const renewal = setInterval(() => {
+      const holder = tokens.holderByName(operator.name);
+      if (holder && holder.expiresAt - clock.now() < DEFAULT_OPERATOR_TTL_MS / 2) {
+        tokens.renew(operator.name, DEFAULT_OPERATOR_TTL_MS).catch((error: unknown) => {
+          options.logger?.warn(`renewing the operator token failed: ${(error as Error).message}`);
+        });
+      }
+    }, OPERATOR_RENEWAL_CHECK_MS);
+    renewal.unref();
+    cleanups.push(() => Promise.resolve(clearInterval(renewal)));
+    const sessions = new DashboardSessions({ tokens, now: () => clock.now() });
     const metrics = createMetrics({ processMetrics: true });
     metrics.observeEventService(service);
     if (controller) {
@@ -129,7 +152,15 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
     cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
-      createControlApp({ service, tokens, live, metrics, ...(controller ? { controller } : {}) }).fetch,
+      createControlApp({
+        service,
+        tokens,
+        live,
+        metrics,
+        sessions,
+        ...(options.metricsAuth ? { metricsAuth: options.metricsAuth } : {}),
+        ...(controller ? { controller } : {}),
+      }).fetch,
       options.control,
     );
     cleanups.push(() => control.close());
@@ -159,6 +190,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       metadata: listeners.addresses,
       control: control.address,
       controlFile,
+      signInPath: () => `/#code=${sessions.issueCode(operator.name).code}`,
       close: () => (closing ??= closeAll()),
     };
   } catch (error) {
@@ -167,16 +199,24 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   }
 }
 
+/** How often the running server checks whether the operator token needs renewing. */
+const OPERATOR_RENEWAL_CHECK_MS = 60 * 60 * 1000;
+
 /**
  * The operator token: the one in control.json while it is still valid (so scripts keep working
- * across restarts), else a new one, generated on first start.
+ * across restarts; its expiry is renewed), else a new one, generated on first start or after it
+ * expired or was revoked.
  */
-async function operatorTokenFor(tokens: TokenAuthority, controlFile: string): Promise<string> {
+async function operatorTokenFor(tokens: TokenAuthority, controlFile: string): Promise<{ token: string; name: string }> {
   try {
     const previous = controlFileSchema.parse(JSON.parse(await readFile(controlFile, 'utf8')));
-    if (tokens.authenticate(previous.token)?.role === 'operator') return previous.token;
+    const holder = tokens.identify(previous.token);
+    if (holder?.role === 'operator' && (await tokens.renew(holder.name, DEFAULT_OPERATOR_TTL_MS))) {
+      return { token: previous.token, name: holder.name };
+    }
   } catch {
     // No usable control.json: issue a new token below.
   }
-  return tokens.issue({ role: 'operator', name: `operator-${Date.now().toString(36)}` });
+  const name = `operator-${Date.now().toString(36)}`;
+  return { token: await tokens.issue({ role: 'operator', name }), name };
 }
