@@ -262,8 +262,9 @@ export function createControlApp({
   }
 
   app.use('/v1/*', async (c, next) => {
-    // Signing in is how a session starts: the body carries the proof.
-    if (c.req.path === SESSIONS_PATH && c.req.method === 'POST') return next();
+    // Signing in is how a session starts (the body carries the proof), and asking whether this
+    // browser holds one answers 200 either way (a page load without a session logs no 401).
+    if (c.req.path === SESSIONS_PATH && (c.req.method === 'POST' || c.req.method === 'GET')) return next();
     const bearer = bearerOf(c.req.header('authorization'));
     let auth: Auth | undefined;
     let principal: Principal | undefined;
@@ -320,6 +321,15 @@ export function createControlApp({
       maxAge: Math.max(1, Math.floor((session.expiresAt - Date.now()) / 1000)),
     });
     return c.json({ principal: session.holder.principal, expiresAt: new Date(session.expiresAt).toISOString() }, 201);
+  });
+
+  app.get(SESSIONS_PATH, (c) => {
+    const session = sessions.authenticate(sessionCookie(c.req.header('cookie')));
+    return c.json(
+      session
+        ? { principal: session.holder.principal ?? null, expiresAt: new Date(session.expiresAt).toISOString() }
+        : { principal: null, expiresAt: null },
+    );
   });
 
   app.delete(SESSIONS_PATH, (c) => {

@@ -8,6 +8,7 @@ import {
   issuedTokenSchema,
   revokedTokenSchema,
   sessionSchema,
+  currentSessionSchema,
   signInCodeSchema,
   signedOutSchema,
   tokenListSchema,
@@ -346,6 +347,13 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         },
       },
       '/v1/sessions': {
+        get: {
+          operationId: 'getSession',
+          summary: "The dashboard session of this browser's cookie, or principal null: 200 either way.",
+          tags: ['meta'],
+          security: NO_TOKEN,
+          responses: { '200': ok('The session, if any.', 'CurrentSession') },
+        },
         post: {
           operationId: 'startSession',
           summary:
@@ -488,6 +496,7 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
             RevokedToken: revokedTokenSchema,
             SignInCode: signInCodeSchema,
             Session: sessionSchema,
+            CurrentSession: currentSessionSchema,
             SignedOut: signedOutSchema,
             RolloutSummary: rolloutSummarySchema,
             RolloutList: rolloutListSchema,

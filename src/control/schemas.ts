@@ -126,6 +126,12 @@ export const signInCodeSchema = z.strictObject({ code: z.string(), expiresAt: is
 /** POST /v1/sessions: the session is in the Set-Cookie header; this says whose it is and until when. */
 export const sessionSchema = z.strictObject({ principal: principalSchema, expiresAt: isoTime });
 
+/** GET /v1/sessions: the session of this browser's cookie, if any. */
+export const currentSessionSchema = z.strictObject({
+  principal: principalSchema.nullable(),
+  expiresAt: isoTime.nullable(),
+});
+
 /** DELETE /v1/sessions. */
 export const signedOutSchema = z.strictObject({ ok: z.literal(true) });
 

@@ -100,3 +100,47 @@ describe('token commands', () => {
     assert.equal(res.status, 201);
   });
 });
+
+describe('the operator token of control.json', () => {
+  it('is kept and renewed at every start, and replaced once it has expired or was revoked', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'cli-operator-'));
+    const clock = { t: Date.parse('2026-12-01T00:00:00Z'), now: (): number => clock.t };
+    const start = (): Promise<MetadataRuntime> =>
+      startMetadataRuntime({
+        fleet: parseFleet({ hosts: [{ name: 'h1' }], vms: [{ name: 'solo', host: 'h1' }] }),
+        stateDir: state,
+        bindings: [],
+        control: { host: '127.0.0.1', port: 0 },
+        clock,
+      });
+    const operator = async (): Promise<{ token: string; expiresAt: string }> => {
+      const { token } = JSON.parse(await readFile(join(state, 'control.json'), 'utf8')) as { token: string };
+      const file = JSON.parse(await readFile(join(state, 'tokens.json'), 'utf8')) as {
+        tokens: { role: string; expiresAt: string }[];
+      };
+      const op = file.tokens.filter((t) => t.role === 'operator').at(-1);
+      return { token, expiresAt: op?.expiresAt ?? '' };
+    };
+    try {
+      await (await start()).close();
+      const first = await operator();
+      assert.equal(first.expiresAt, '2026-12-31T00:00:00.000Z', '30 days');
+      clock.t += 20 * 86_400_000;
+      await (await start()).close();
+      const second = await operator();
+      assert.equal(second.token, first.token, 'kept across a restart');
+      assert.equal(second.expiresAt, '2027-01-20T00:00:00.000Z', 'renewed: 30 days from this start');
+      clock.t += 31 * 86_400_000;
+      const third = await start();
+      const replaced = await operator();
+      assert.notEqual(replaced.token, first.token, 'an expired token is replaced');
+      const who = await fetch(`${httpUrl(third.control)}/v1/whoami`, {
+        headers: { authorization: `Bearer ${first.token}` },
+      });
+      assert.equal(who.status, 401);
+      await third.close();
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+});
