@@ -210,8 +210,11 @@ type Env = { Variables: { principal: Principal; auth: Auth } };
 
 /**
  * The control API as a fetch handler: fleet, events and drills for operators, and for tenants
- * the events of their own VMs. Every /v1 request needs `Authorization: Bearer <token>`; the OpenAPI
- * document (GET /openapi.json) and the dashboard's static files (/, /dashboard/*) need none.
+ * the events of their own VMs. Every /v1 request needs `Authorization: Bearer <token>` of a valid,
+ * unexpired operator or tenant token, or a dashboard session cookie (see sessions.ts), except signing
+ * in (POST /v1/sessions) and asking for the current session (GET /v1/sessions). The OpenAPI document
+ * (GET /openapi.json) and the dashboard's static files (/, /dashboard/*) need none; GET /metrics needs
+ * one only with `metricsAuth: 'token'`. See docs/security.md.
  */
 export function createControlApp({
   service,
