@@ -144,3 +144,32 @@ describe('the operator token of control.json', () => {
     }
   });
 });
+
+describe('--metrics-auth', () => {
+  it('token: the runtime asks for a token on /metrics; a wrong mode exits 2', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'cli-metrics-'));
+    const rt = await startMetadataRuntime({
+      fleet: parseFleet({ hosts: [{ name: 'h1' }], vms: [{ name: 'solo', host: 'h1' }] }),
+      stateDir: state,
+      bindings: [],
+      control: { host: '127.0.0.1', port: 0 },
+      metricsAuth: 'token',
+    });
+    try {
+      const url = `${httpUrl(rt.control)}/metrics`;
+      assert.equal((await fetch(url)).status, 401);
+      const { token } = JSON.parse(await readFile(rt.controlFile, 'utf8')) as { token: string };
+      assert.equal((await fetch(url, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+    } finally {
+      await rt.close();
+      await rm(state, { recursive: true, force: true });
+    }
+    let err = '';
+    const code = await run(['node', 'intermission', 'up', '--metrics-auth', 'open', '--state', state], {
+      out: () => undefined,
+      err: (t) => void (err += t),
+    });
+    assert.equal(code, 2, err);
+    assert.match(err, /--metrics-auth wants none \| token/);
+  });
+});

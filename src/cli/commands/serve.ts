@@ -74,8 +74,12 @@ async function runUntilSignal(runtime: MetadataRuntime, output: Output): Promise
   await runtime.close();
 }
 
-/** `--metrics-auth`: who may scrape GET /metrics of the control API (see docs/security.md). */
-function metricsAuthFrom(flags: { metricsAuth?: string }): MetricsAuth {
+/** The `--metrics-auth` option: who may scrape GET /metrics of the control API (see docs/security.md). */
+export const METRICS_AUTH_HELP =
+  'GET /metrics: none (anyone who reaches the control address) | token (an operator or metrics token)';
+
+/** Reads `--metrics-auth`. */
+export function metricsAuthFrom(flags: { metricsAuth?: string }): MetricsAuth {
   const mode = METRICS_AUTH_MODES.find((m) => m === (flags.metricsAuth ?? 'none'));
   if (mode === undefined) {
     throw new IntermissionError(
@@ -98,11 +102,7 @@ export function registerServeCommands(program: Command, output: Output): void {
         'a VM and where it reaches the service: host:port or unix:/path (repeat per VM)',
       )
       .option('--control <address>', 'control API address (host:port or unix:/path)', '127.0.0.1:7480')
-      .option(
-        '--metrics-auth <mode>',
-        'GET /metrics: none (anyone who reaches the control address) | token (an operator or metrics token)',
-        'none',
-      ),
+      .option('--metrics-auth <mode>', METRICS_AUTH_HELP, 'none'),
   ).action(
     async (
       flags: TimingFlags & { fleet: string; state: string; bind?: string[]; control: string; metricsAuth?: string },
@@ -142,11 +142,7 @@ export function registerServeCommands(program: Command, output: Output): void {
       )
       .option('--accel <kind>', 'with --qemu: auto (KVM when a guest boots under it, else TCG) | kvm | tcg', 'auto')
       .option('--keep-vms', 'with --qemu: leave the guests running on exit; the next `up --qemu` adopts them')
-      .option(
-        '--metrics-auth <mode>',
-        'GET /metrics: none (anyone who reaches the control address) | token (an operator or metrics token)',
-        'none',
-      ),
+      .option('--metrics-auth <mode>', METRICS_AUTH_HELP, 'none'),
   ).action(
     async (
       flags: TimingFlags & {
