@@ -171,11 +171,14 @@ function endWhen(res: Response, watch: (end: () => void) => () => void): Respons
   return new Response(stream, { status: res.status, headers: res.headers });
 }
 
-/** Calls `fire` at `at` (a wall-clock time), also when that is further away than setTimeout reaches. */
-function timerAt(at: number, fire: () => void): () => void {
+/**
+ * Calls `fire` once `now()` reaches `at`, also when that is further away than setTimeout reaches;
+ * re-checks `now()` whenever a timer fires, so that an injected clock is honoured.
+ */
+function timerAt(at: number, now: () => number, fire: () => void): () => void {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const arm = (): void => {
-    const delay = at - Date.now();
+    const delay = at - now();
     if (delay <= 0) return fire();
     timer = setTimeout(arm, Math.min(delay, MAX_TIMER_MS));
     timer.unref?.();
@@ -488,7 +491,7 @@ export function createControlApp({
       const stops = [
         tokens.onRevoke((name) => name === auth.name && end()),
         sessions.onEnd((key) => key === auth.sessionKey && end()),
-        timerAt(auth.expiresAt, end),
+        timerAt(auth.expiresAt, () => tokens.now(), end),
       ];
       return () => {
         for (const stop of stops) stop();

@@ -158,6 +158,11 @@ export class TokenAuthority {
     return authority;
   }
 
+  /** The clock expiry is measured against. */
+  now(): number {
+    return this.#now();
+  }
+
   get hasOperator(): boolean {
     return this.#file.tokens.some((t) => t.role === 'operator' && !this.#expired(t));
   }

@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
 import { SIM_HOST_ROUTE_PREFIX, createSimHostApp } from '../agent/sim-app.js';
@@ -7,6 +6,7 @@ import type { HypervisorDriver } from '../hypervisor/driver.js';
 import { createSimFleet, realTime, type SimHost } from '../hypervisor/sim/index.js';
 import type { ListenAddress } from './address.js';
 import { serveFetch } from './http.js';
+import { ensurePrivateDir } from './private-files.js';
 import type { Logger } from './logging.js';
 import { openQemuHost, type QemuHostConfig, type QemuHostStart } from './qemu-host.js';
 
@@ -68,7 +68,9 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
   const time = realTime();
   const choice = options.driver ?? { kind: 'sim' };
   const stateDir = resolve(options.stateDir);
-  await mkdir(join(stateDir, 'agents'), { recursive: true, mode: 0o700 });
+  // The agent's state directory is private, its mode enforced on every start (docs/security.md).
+  await ensurePrivateDir(stateDir);
+  await ensurePrivateDir(join(stateDir, 'agents'));
   const journalFile = join(stateDir, 'agents', `${options.host}.json`);
   const journal = await FileJournal.open(journalFile);
 

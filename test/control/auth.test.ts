@@ -184,6 +184,7 @@ describe('tokens are listed and revoked by operators', () => {
     const s = await serve();
     const tenant = await s.tokens.issue({ role: 'tenant', name: 'streamer', vms: ['solo'] });
     const other = await s.tokens.issue({ role: 'tenant', name: 'bystander', vms: ['solo'] });
+    const subscribers = w.live.size;
     const res = await fetch(`${s.base}/v1/stream`, { headers: bearer(tenant) });
     assert.equal(res.status, 200);
     const reader = res.body!.getReader();
@@ -205,6 +206,35 @@ describe('tokens are listed and revoked by operators', () => {
     });
     await readUntil(otherReader, /event:scheduled/);
     await otherReader.cancel();
+    // Both streams let go of the hub: the revoked one and the one its client closed.
+    for (let i = 0; i < 100 && w.live.size > subscribers; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(w.live.size, subscribers, 'no subscriber left behind');
+  });
+
+  it('the live stream of a token ends when the token expires', async () => {
+    // A clock that runs with real time, from an offset the test sets: the stream's timer waits real
+    // milliseconds and then asks this clock.
+    let offset = 0;
+    const dir = await mkdtemp(join(tmpdir(), 'control-auth-exp-'));
+    const tokens = await TokenAuthority.open(dir, { now: () => Date.now() + offset });
+    const app = createControlApp({ service: w.service, tokens, live: w.live });
+    const http = await serveFetch(app.fetch, { host: '127.0.0.1', port: 0 });
+    try {
+      const token = await tokens.issue({ role: 'tenant', name: 'brief', vms: ['solo'] }, { ttlMs: 60_000 });
+      offset = 60_000 - 300; // 0.3 s left
+      const res = await fetch(`${httpUrl(http.address)}/v1/stream`, { headers: bearer(token) });
+      assert.equal(res.status, 200);
+      const reader = res.body!.getReader();
+      await readUntil(reader, /"type":"hello"/);
+      const started = Date.now();
+      assert.ok((await readUntil(reader, null, 3000)).ended, 'the stream ended at expiry');
+      assert.ok(Date.now() - started < 2000, `ended ${Date.now() - started} ms later`);
+      assert.equal((await fetch(`${httpUrl(http.address)}/v1/whoami`, { headers: bearer(token) })).status, 401);
+    } finally {
+      http.server.closeAllConnections();
+      await http.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('/v1/stream no longer takes ?token=', async () => {
