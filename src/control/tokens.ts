@@ -120,6 +120,7 @@ export class TokenAuthority {
   readonly #now: () => number;
   readonly #revokeListeners = new Set<(name: string) => void>();
   #file: TokenFile;
+  #writing: Promise<unknown> = Promise.resolve();
 
   private constructor(path: string, file: TokenFile, now: () => number) {
     this.#path = path;
@@ -177,6 +178,21 @@ export class TokenAuthority {
   }
 
   /**
+   * Runs one change of the file at a time, each computed from the file as the previous one left it:
+   * two changes computed from the same state would lose one (a revocation undone by a concurrent
+   * issue).
+   */
+  #update<T>(change: (file: TokenFile) => { next?: TokenFile; result: T }): Promise<T> {
+    const run = this.#writing.then(async () => {
+      const { next, result } = change(this.#file);
+      if (next) await this.#save(next);
+      return result;
+    });
+    this.#writing = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
    * Issues a new token and stores its hash. The token is returned once and never again. A name in
    * use by a token that has not expired is refused; an expired one is replaced.
    *
@@ -190,37 +206,44 @@ export class TokenAuthority {
     if (!Number.isFinite(ttlMs) || ttlMs < MIN_TOKEN_TTL_MS || ttlMs > MAX_TOKEN_TTL_MS) {
       throw new IntermissionError('INVALID_INPUT', `ttl ${ttlMs} ms is out of bounds`);
     }
-    const existing = this.#file.tokens.find((t) => t.name === holder.name);
-    if (existing && !this.#expired(existing)) {
-      throw new IntermissionError('CONFLICT', `a token named ${holder.name} exists already (revoke it first)`);
-    }
     const prefix = holder.role === 'operator' ? 'op' : holder.role === 'tenant' ? 'tn' : 'mx';
     const token = `im_${prefix}_${randomBytes(24).toString('base64url')}`;
-    const now = this.#now();
-    await this.#save({
-      version: 2,
-      tokens: [
-        ...this.#file.tokens.filter((t) => t.name !== holder.name),
-        {
-          name: holder.name,
-          role: holder.role,
-          ...(holder.role === 'tenant' ? { vms: [...holder.vms] } : {}),
-          sha256: digest(token).toString('hex'),
-          createdAt: new Date(now).toISOString(),
-          expiresAt: new Date(now + ttlMs).toISOString(),
-        },
-      ],
+    await this.#update((file) => {
+      const existing = file.tokens.find((t) => t.name === holder.name);
+      if (existing && !this.#expired(existing)) {
+        throw new IntermissionError('CONFLICT', `a token named ${holder.name} exists already (revoke it first)`);
+      }
+      const now = this.#now();
+      const next: TokenFile = {
+        version: 2,
+        tokens: [
+          ...file.tokens.filter((t) => t.name !== holder.name),
+          {
+            name: holder.name,
+            role: holder.role,
+            ...(holder.role === 'tenant' ? { vms: [...holder.vms] } : {}),
+            sha256: digest(token).toString('hex'),
+            createdAt: new Date(now).toISOString(),
+            expiresAt: new Date(now + ttlMs).toISOString(),
+          },
+        ],
+      };
+      return { next, result: undefined };
     });
     return token;
   }
 
   /** Moves the expiry of a valid token to `ttlMs` from now. False when it is unknown or expired. */
-  async renew(name: string, ttlMs: number): Promise<boolean> {
-    const t = this.#file.tokens.find((x) => x.name === name);
-    if (!t || this.#expired(t)) return false;
-    const expiresAt = new Date(this.#now() + ttlMs).toISOString();
-    await this.#save({ version: 2, tokens: this.#file.tokens.map((x) => (x === t ? { ...x, expiresAt } : x)) });
-    return true;
+  renew(name: string, ttlMs: number): Promise<boolean> {
+    return this.#update((file) => {
+      const t = file.tokens.find((x) => x.name === name);
+      if (!t || this.#expired(t)) return { result: false };
+      const expiresAt = new Date(this.#now() + ttlMs).toISOString();
+      return {
+        next: { version: 2, tokens: file.tokens.map((x) => (x === t ? { ...x, expiresAt } : x)) },
+        result: true,
+      };
+    });
   }
 
   /** Every stored token (expired ones too, marked), without secrets, oldest first. */
@@ -242,9 +265,11 @@ export class TokenAuthority {
    * @throws IntermissionError `NOT_FOUND`
    */
   async revoke(name: string): Promise<TokenInfo> {
-    const info = this.list().find((t) => t.name === name);
-    if (!info) throw new IntermissionError('NOT_FOUND', `no token named ${name}`);
-    await this.#save({ version: 2, tokens: this.#file.tokens.filter((t) => t.name !== name) });
+    const info = await this.#update((file) => {
+      const found = this.list().find((t) => t.name === name);
+      if (!found) throw new IntermissionError('NOT_FOUND', `no token named ${name}`);
+      return { next: { version: 2, tokens: file.tokens.filter((t) => t.name !== name) }, result: found };
+    });
     for (const listener of [...this.#revokeListeners]) listener(name);
     return info;
   }

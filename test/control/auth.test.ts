@@ -180,6 +180,27 @@ describe('tokens are listed and revoked by operators', () => {
     assert.equal(reopened.authenticate(tenant), undefined);
   });
 
+  it('a revocation racing other changes stays revoked (in memory and on disk)', async () => {
+    const s = await serve();
+    const victim = await s.tokens.issue({ role: 'tenant', name: 'victim', vms: ['solo'] });
+    const issues = Array.from({ length: 5 }, (_, i) =>
+      s.tokens.issue({ role: 'tenant', name: `racer-${i}`, vms: ['solo'] }),
+    );
+    const revoke = s.tokens.revoke('victim');
+    await Promise.all([...issues, revoke, s.tokens.renew('op', HOUR)]);
+    assert.equal(s.tokens.authenticate(victim), undefined, 'in memory');
+    assert.deepEqual(
+      s.tokens
+        .list()
+        .map((t) => t.name)
+        .sort(),
+      ['op', 'racer-0', 'racer-1', 'racer-2', 'racer-3', 'racer-4'],
+    );
+    const reopened = await TokenAuthority.open(s.dir, { now: () => clock.t });
+    assert.equal(reopened.authenticate(victim), undefined, 'on disk');
+    assert.equal(reopened.list().length, 6, 'no issue was lost either');
+  });
+
   it('the live stream of a revoked token ends', async () => {
     const s = await serve();
     const tenant = await s.tokens.issue({ role: 'tenant', name: 'streamer', vms: ['solo'] });
