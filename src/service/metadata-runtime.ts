@@ -19,6 +19,7 @@ import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
 import { EventService } from './event-service.js';
 import { serveFetch } from './http.js';
+import type { HttpLimits } from './http-limits.js';
 import { logEventService, logExecutor, type Logger } from './logging.js';
 import type { HostAgents } from './sim-hosts.js';
 import { Controller } from '../controller/controller.js';
@@ -44,6 +45,13 @@ export interface MetadataRuntimeOptions {
    * passes simulated hosts); without them it serves events and drills only.
    */
   readonly hosts?: (ctx: { stateDir: string }) => Promise<HostAgents>;
+  /**
+   * Limits of the listeners (docs/limits.md): figures not given are `CONTROL_HTTP_LIMITS` for the
+   * control API and `METADATA_HTTP_LIMITS` for each VM's metadata listener.
+   */
+  readonly httpLimits?: { readonly control?: Partial<HttpLimits>; readonly metadata?: Partial<HttpLimits> };
+  /** Live streams (GET /v1/stream) one token may hold at once; default 8. */
+  readonly maxLiveStreamsPerToken?: number;
 }
 
 export interface MetadataRuntime {
@@ -120,12 +128,18 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       metrics.observeExecutor(controller.executor, { restore: { rollouts, steps } });
     }
     for (const agent of hosts?.agents.values() ?? []) metrics.observeAgent(agent);
-    const live = new LiveHub({ now: () => service.now() });
+    const live = new LiveHub({
+      now: () => service.now(),
+      ...(options.maxLiveStreamsPerToken === undefined
+        ? {}
+        : { maxStreamsPerPrincipal: options.maxLiveStreamsPerToken }),
+    });
     const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
     cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
       createControlApp({ service, tokens, live, metrics, ...(controller ? { controller } : {}) }).fetch,
       options.control,
+      options.httpLimits?.control ? { limits: options.httpLimits.control } : {},
     );
     cleanups.push(() => control.close());
     cleanups.push(() => Promise.resolve(live.close())); // runs first: open streams end, so the server can close
@@ -136,7 +150,11 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     );
 
     const metadataApp = createMetadataApp({ backend: service, onEvent: metrics.metadataListener });
-    const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
+    const listeners = await listenMetadata({
+      app: metadataApp,
+      bindings: options.bindings,
+      ...(options.httpLimits?.metadata ? { limits: options.httpLimits.metadata } : {}),
+    });
     cleanups.push(() => listeners.close());
     service.startTicking();
     controller?.start();

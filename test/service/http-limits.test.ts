@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,6 +8,7 @@ import { parseFleet } from '../../src/domain/index.js';
 import { listenMetadata } from '../../src/imds/index.js';
 import type { ListenAddress } from '../../src/service/address.js';
 import { startAgentRuntime } from '../../src/service/agent-runtime.js';
+import { startMetadataRuntime } from '../../src/service/metadata-runtime.js';
 import { serveFetch, type RunningServer } from '../../src/service/http.js';
 import { controlWorld, type ControlWorld } from '../control/helpers.js';
 import { fixture, SE_LATEST } from '../imds/helpers.js';
@@ -192,6 +193,53 @@ describe('request bodies are bounded before they are buffered (issue 12, item 4)
       assert.doesNotMatch(text, /100 Continue/, 'the client is never invited to send the body');
     } finally {
       await listeners.close();
+    }
+  });
+});
+
+describe('the runtime passes its listeners their limits', () => {
+  it('control API body limit, metadata connection cap and live streams per token, as configured', async () => {
+    const fleet = parseFleet({ hosts: [{ name: 'h0' }], vms: [{ name: 'vm0', host: 'h0' }] });
+    const runtime = await startMetadataRuntime({
+      fleet,
+      stateDir: join(dir, 'runtime'),
+      control: { host: '127.0.0.1', port: 0 },
+      bindings: [{ vm: 'vm0', address: { host: '127.0.0.1', port: 0 } }],
+      httpLimits: { control: { maxBodyBytes: 1000 }, metadata: { maxConnections: 1 } },
+      maxLiveStreamsPerToken: 1,
+    });
+    const open: Socket[] = [];
+    try {
+      assert.ok('port' in runtime.control);
+      const base = `http://127.0.0.1:${runtime.control.port}`;
+      const { token } = JSON.parse(await readFile(runtime.controlFile, 'utf8')) as { token: string };
+      const auth = { authorization: `Bearer ${token}` };
+      const big = await fetch(`${base}/v1/events`, { method: 'POST', headers: auth, body: ' '.repeat(1001) });
+      assert.equal(big.status, 413);
+      await big.body?.cancel();
+
+      const stream = await fetch(`${base}/v1/stream`, { headers: auth });
+      assert.equal(stream.status, 200);
+      const second = await fetch(`${base}/v1/stream`, { headers: auth });
+      assert.equal(second.status, 429);
+      await second.body?.cancel();
+      await stream.body?.cancel();
+
+      const [binding] = runtime.metadata;
+      assert.ok(binding);
+      const first = await connectRaw(binding.address);
+      open.push(first);
+      const name = head('GET', '/metadata/instance/compute/name?api-version=2021-02-01&format=text', {
+        Metadata: 'true',
+      });
+      assert.equal((await served(first, 2000, name)).body, 'vm0');
+      const extra = await connectRaw(binding.address);
+      const t = record(extra, 2000);
+      await write(extra, name);
+      assert.equal((await t.closed).text, '', 'a second connection to vm0 is refused');
+    } finally {
+      for (const s of open) s.destroy();
+      await runtime.close();
     }
   });
 });
