@@ -289,6 +289,22 @@ describe('slow and idle connections are cut, and connections are capped (issue 1
     }
   });
 
+  it('a connection that never sends a request is cut at the headers timeout', async () => {
+    const server = await serveFetch(
+      hello,
+      { host: '127.0.0.1', port: 0 },
+      { limits: { headersTimeoutMs: 100, requestTimeoutMs: 200 } },
+    );
+    try {
+      const t = record(await connectRaw(tcp(server)), 3000);
+      const { text, afterMs } = await t.closed;
+      assert.match(text, /^HTTP\/1\.1 408 /);
+      assert.ok(afterMs >= 80 && afterMs < 800, `cut after ${Math.round(afterMs)} ms`);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('an idle keep-alive connection is closed after the keep-alive timeout', async () => {
     const server = await serveFetch(hello, { host: '127.0.0.1', port: 0 }, { limits: { keepAliveTimeoutMs: 100 } });
     try {
