@@ -11,7 +11,7 @@ import { startAgentRuntime } from '../../src/service/agent-runtime.js';
 import { startMetadataRuntime } from '../../src/service/metadata-runtime.js';
 import { serveFetch, type RunningServer } from '../../src/service/http.js';
 import { controlWorld, type ControlWorld } from '../control/helpers.js';
-import { fixture, SE_LATEST } from '../imds/helpers.js';
+import { fixture, http, SE_LATEST, startRequests } from '../imds/helpers.js';
 import { connectRaw, delay, record, write } from './raw-http.js';
 
 /**
@@ -171,6 +171,30 @@ describe('request bodies are bounded before they are buffered (issue 12, item 4)
       await t.closed;
     } finally {
       await agent.close();
+    }
+  });
+
+  it('metadata listener: an approval within the limit reaches the app whole, declared or chunked', async () => {
+    const f = fixture();
+    const listeners = await listenMetadata({
+      app: f.app,
+      bindings: [{ vm: 'as0_0', address: { host: '127.0.0.1', port: 0 } }],
+    });
+    try {
+      const [binding] = listeners.addresses;
+      assert.ok(binding && 'port' in binding.address);
+      const a = f.backend.schedule({ type: 'Freeze', resources: ['as0_0'] });
+      const b = f.backend.schedule({ type: 'Reboot', resources: ['as0_1'] });
+      const port = binding.address.port;
+      const declared = await http({ port, method: 'POST', path: SE_LATEST, body: startRequests(a.eventId) });
+      assert.equal(declared.status, 200);
+      const body = startRequests(b.eventId);
+      const chunked = await http({ port, method: 'POST', path: SE_LATEST, body: [body.slice(0, 10), body.slice(10)] });
+      assert.equal(chunked.status, 200);
+      const approved = f.events.flatMap((e) => (e.name === 'imds:approve' ? e.payload.approved : []));
+      assert.deepEqual(approved, [a.eventId, b.eventId]);
+    } finally {
+      await listeners.close();
     }
   });
 
