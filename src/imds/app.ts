@@ -4,6 +4,7 @@ import type { MetadataBackend } from './backend.js';
 import { MetadataRequestError } from './errors.js';
 import type { MetadataEventListener, MetadataEventMap } from './events.js';
 import { instanceDocument, selectInstanceNode, type InstanceDocument } from './instance.js';
+import { rawTargetVerdict, type RawRequestLine } from './raw-target.js';
 import { parseStartRequests } from './scheduled-events.js';
 import {
   INSTANCE_API_VERSIONS,
@@ -71,8 +72,20 @@ export interface MetadataApp {
    * which socket the request came through); nothing in the request can change it.
    */
   fetch(request: Request, vm: string): Response | Promise<Response>;
+  /**
+   * Judges the raw request line (see {@link rawTargetVerdict}) before `fetch`: the listener calls it
+   * with what only the socket still knows. Returns the answer to send instead, or undefined.
+   */
+  preflight(line: RawRequestLine, vm: string): PreflightAnswer | undefined;
   /** The underlying Hono app (env `{ vm }`), e.g. for `hono.request(path, init, { vm })` in tests. */
   readonly hono: Hono<MetadataEnv>;
+}
+
+/** A refusal made before the app: written to the socket as it is. */
+export interface PreflightAnswer {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
 }
 
 /** Default per-VM rate: IMDS throttles at "about 5 requests per second". */
@@ -128,6 +141,7 @@ export function createMetadataApp(options: MetadataAppOptions): MetadataApp {
   hono.onError((error, c) => service.errorResponse(error, c.req.raw, c.env.vm));
   return {
     hono,
+    preflight: (line, vm) => service.preflight(line, vm),
     fetch: (request, vm) => {
       const answer = hono.fetch(request, { vm });
       // The hot path stays synchronous when the answer is (a cached GET).
@@ -246,6 +260,30 @@ class MetadataService {
   notFound(request: Request, vm: string): Response {
     this.#checkRequest(request, vm, this.#backend.now());
     throw new MetadataRequestError('NOT_FOUND', { detail: `no route for ${pathOf(request.url)}` });
+  }
+
+  /** The raw request line's verdict, reported as any refusal is. */
+  preflight(line: RawRequestLine, vm: string): PreflightAnswer | undefined {
+    const refusal = rawTargetVerdict(line);
+    if (refusal === undefined) return undefined;
+    const { method } = line;
+    const path = pathOf(line.target);
+    this.#emit('imds:rejected', {
+      vm,
+      method,
+      path,
+      status: refusal.status,
+      code: refusal.code,
+      detail: refusal.detail,
+    });
+    this.#emit('imds:response', { vm, method, path, status: refusal.status });
+    const body = JSON.stringify(refusal.toJSON());
+    const length = String(new TextEncoder().encode(body).length);
+    return {
+      status: refusal.status,
+      headers: { 'content-type': JSON_CONTENT_TYPE, 'content-length': length, ...refusal.headers },
+      body,
+    };
   }
 
   /** The one place where failures become responses. */
@@ -369,7 +407,8 @@ function jsonResponse(status: number, body: string, extra?: Readonly<Record<stri
 }
 
 function pathOf(url: string): string {
-  const start = url.indexOf('/', url.indexOf('://') + 3);
+  const scheme = url.indexOf('://');
+  const start = scheme === -1 ? url.indexOf('/') : url.indexOf('/', scheme + 3);
   if (start === -1) return '/';
   const end = url.indexOf('?', start);
   return end === -1 ? url.slice(start) : url.slice(start, end);

@@ -14,7 +14,9 @@ export {
   type MetadataAppOptions,
   type MetadataEnv,
   type MetadataRateLimit,
+  type PreflightAnswer,
 } from './app.js';
+export { rawTargetVerdict, type RawRequestLine } from './raw-target.js';
 export {
   listenMetadata,
   type ListenMetadataOptions,
