@@ -1,5 +1,8 @@
 import { Hono } from 'hono';
 import { HOUR, IntermissionError, coerceError, scopeOf, type ScopeDocument, type Vm } from '../domain/index.js';
+import { servesAttested } from './attested/document.js';
+import { attestedResponse } from './attested/respond.js';
+import type { AttestationSigner } from './attested/signer.js';
 import type { MetadataBackend } from './backend.js';
 import { MetadataRequestError } from './errors.js';
 import type { MetadataEventListener, MetadataEventMap } from './events.js';
@@ -53,6 +56,11 @@ export interface MetadataAppOptions {
   readonly disableAfterIdleMs?: number;
   /** Largest request body accepted, in bytes; bigger ones get 413. Default 64 KiB. */
   readonly maxBodyBytes?: number;
+  /**
+   * Signs `/metadata/attested/document` (see {@link openAttestationKey}). Without it that path is
+   * answered 404, as any path the service does not serve.
+   */
+  readonly attestation?: AttestationSigner;
   /** Receives what the service reports (approvals, unknown ids, refusals, failures). */
   readonly onEvent?: MetadataEventListener;
 }
@@ -135,6 +143,7 @@ export function createMetadataApp(options: MetadataAppOptions): MetadataApp {
   hono.all('/metadata/scheduledevents', (c) => service.scheduledEvents(c.req.raw, c.env.vm));
   // `/metadata/instance/*` matches `/metadata/instance` itself too.
   hono.all('/metadata/instance/*', (c) => service.instance(c.req.raw, c.env.vm, c.req.path));
+  hono.all('/metadata/attested/document', (c) => service.attested(c.req.raw, c.env.vm));
   hono.all('/metadata/versions', (c) => service.versions(c.req.raw, c.env.vm));
   hono.all('/metadata', (c) => service.root(c.req.raw, c.env.vm));
   hono.notFound((c) => service.notFound(c.req.raw, c.env.vm));
@@ -157,6 +166,7 @@ class MetadataService {
   readonly #limiter: TokenBuckets | undefined;
   readonly #maxBodyBytes: number;
   readonly #onEvent: MetadataEventListener | undefined;
+  readonly #attestation: AttestationSigner | undefined;
   readonly #scopes: ScopeDocuments;
   /** Instance documents by VM (a fleet reload brings new Vm objects) and version. */
   readonly #instances = new WeakMap<Vm, Map<InstanceApiVersion, InstanceDocument>>();
@@ -187,6 +197,7 @@ class MetadataService {
       throw new IntermissionError('INVALID_INPUT', `disableAfterIdleMs must be above 0, got ${disableAfterIdleMs}`);
     }
     this.#onEvent = options.onEvent;
+    this.#attestation = options.attestation;
     this.#scopes = new ScopeDocuments({
       enablementDelayMs,
       disableAfterIdleMs,
@@ -238,6 +249,21 @@ class MetadataService {
     }
     if (format === 'text') throw new MetadataRequestError('TEXT_REQUIRES_LEAF', { detail: path });
     return jsonResponse(200, JSON.stringify(node));
+  }
+
+  /** `/metadata/attested/document`: the VM's facts signed as PKCS#7 (spec 2, IMDS-doc "Attested data"). */
+  async attested(request: Request, vm: string): Promise<Response> {
+    const now = this.#backend.now();
+    const query = this.#checkRequest(request, vm, now);
+    const signer = this.#attestation;
+    if (signer === undefined) throw new MetadataRequestError('NOT_FOUND', { detail: 'no attestation key configured' });
+    if (request.method !== 'GET') throw methodNotAllowed(GET_ONLY, request.method);
+    const version = query.get('api-version');
+    if (!isInstanceApiVersion(version) || !servesAttested(version)) throw invalidVersion(INSTANCE_NEWEST, version);
+    const info = this.#backend.vm(vm);
+    if (info === undefined) throw new MetadataRequestError('NOT_FOUND', { detail: `VM ${vm} is not in the fleet` });
+    const body = await attestedResponse({ signer, vm: info, version, nonce: query.get('nonce'), now });
+    return jsonResponse(200, JSON.stringify(body));
   }
 
   /** `/metadata/versions`: unversioned, lists the instance api-versions. */

@@ -44,6 +44,15 @@ export const METADATA_ERRORS = {
     retryable: false,
     text: 'Bad request. format=text is only supported for a leaf value',
   },
+  /**
+   * A `nonce` on `/metadata/attested/document` over 32 characters or with characters other than
+   * letters, digits and `-` (SWAGGER: "up to 32 random alphanumeric characters"). [rec]
+   */
+  INVALID_NONCE: {
+    status: 400,
+    retryable: false,
+    text: 'Bad request. nonce must be up to 32 letters or digits',
+  },
   /** A POST body that is not `{"StartRequests":[{"EventId":"…"}]}`. [rec] */
   MALFORMED_BODY: {
     status: 400,

@@ -16,6 +16,24 @@ export {
   type MetadataRateLimit,
   type PreflightAnswer,
 } from './app.js';
+export {
+  ATTESTED_SINCE,
+  ATTESTED_VALIDITY_MS,
+  MAX_NONCE_LENGTH,
+  attestedDocument,
+  attestedNonce,
+  attestedTime,
+  type AttestedDocument,
+} from './attested/document.js';
+export {
+  ATTESTATION_CERT_FILE,
+  ATTESTATION_DIR,
+  ATTESTATION_KEY_FILE,
+  openAttestationKey,
+  type OpenAttestationKeyOptions,
+} from './attested/key-store.js';
+export type { AttestedResponse } from './attested/respond.js';
+export type { AttestationSigner } from './attested/signer.js';
 export { rawTargetVerdict, type RawRequestLine } from './raw-target.js';
 export {
   listenMetadata,
