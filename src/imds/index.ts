@@ -49,7 +49,7 @@ export {
   type MetadataErrorCode,
   type MetadataRequestErrorOptions,
 } from './errors.js';
-export type { MetadataEventListener, MetadataEventMap } from './events.js';
+export { onMetadataError, type MetadataEventListener, type MetadataEventMap } from './events.js';
 export {
   parseStartRequests,
   renderScheduledEvents,
