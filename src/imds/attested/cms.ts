@@ -4,9 +4,10 @@ import * as pkijs from 'pkijs';
 
 /**
  * PKCS#7 / CMS through pkijs (PeculiarVentures) over Node's WebCrypto: pkijs builds and parses the
- * ASN.1 (we write none by hand), and every RSA operation runs in Node's OpenSSL, off the event loop
- * (WebCrypto is asynchronous), so a guest asking for documents cannot stall the scheduled-events path
- * the way a pure-JavaScript signer (node-forge) would.
+ * ASN.1 (we write none by hand), and the RSA operation runs in Node's OpenSSL in libuv's thread pool
+ * (WebCrypto is asynchronous). node-forge would do the RSA arithmetic in JavaScript on the event
+ * loop, the one the scheduled-events path runs on. Measured here: about 1 ms of CPU per document,
+ * 10 ms wall.
  */
 
 /** Node's WebCrypto private key, as `crypto.subtle` returns it. */
