@@ -12,6 +12,7 @@ import {
 import type { EventService } from '../service/event-service.js';
 import { DRILL_OWNER_PREFIX } from '../service/event-service.js';
 import type { Controller } from '../controller/controller.js';
+import { attestationRoutes, type AttestationCertificate } from './attestation.js';
 import { dashboardRoutes } from './dashboard.js';
 import { LIVE_STREAM_PATH, liveStream, type LiveHub } from './live.js';
 import { METRICS_PATH, OPENAPI_PATH, openApiDocument } from './openapi.js';
@@ -96,6 +97,8 @@ export interface ControlAppOptions {
   readonly live?: LiveHub;
   /** The process's metrics, served at GET /metrics (Prometheus text format, no token). */
   readonly metrics?: IntermissionMetrics;
+  /** The attestation certificate, served to operators at GET /v1/attestation/certificate. */
+  readonly attestation?: AttestationCertificate;
 }
 
 type Env = { Variables: { principal: Principal } };
@@ -105,7 +108,14 @@ type Env = { Variables: { principal: Principal } };
  * the events of their own VMs. Every /v1 request needs `Authorization: Bearer <token>`; the OpenAPI
  * document (GET /openapi.json) and the dashboard's static files (/, /dashboard/*) need none.
  */
-export function createControlApp({ service, tokens, controller, live, metrics }: ControlAppOptions): Hono<Env> {
+export function createControlApp({
+  service,
+  tokens,
+  controller,
+  live,
+  metrics,
+  attestation,
+}: ControlAppOptions): Hono<Env> {
   const app = new Hono<Env>();
 
   app.onError((error, c) => {
@@ -262,6 +272,7 @@ export function createControlApp({ service, tokens, controller, live, metrics }:
     return liveStream(c, { hub: live, principal: c.get('principal'), now: () => service.now() });
   });
 
+  app.route('/v1', attestationRoutes(attestation));
   if (controller) app.route('/v1', rolloutRoutes(controller));
 
   return app;

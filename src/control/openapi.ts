@@ -317,6 +317,21 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
           responses: { '200': ok('The document.', 'ScopeDocument'), ...errors(401, 404) },
         },
       },
+      '/v1/attestation/certificate': {
+        get: {
+          operationId: 'getAttestationCertificate',
+          summary:
+            'The certificate that verifies /metadata/attested/document signatures, PEM (operators only); its SHA-256 fingerprint in X-Certificate-SHA256.',
+          tags: ['meta'],
+          responses: {
+            '200': {
+              description: 'The certificate.',
+              content: { 'application/x-pem-file': { schema: { type: 'string' } } },
+            },
+            ...errors(401, 404),
+          },
+        },
+      },
       '/v1/stream': {
         get: {
           operationId: 'streamLive',

@@ -13,7 +13,7 @@ import { controlFileSchema } from '../control/client.js';
 import { LiveHub } from '../control/live.js';
 import { feedLiveHub } from '../control/live-feed.js';
 import { TokenAuthority, writeFileAtomic } from '../control/tokens.js';
-import { createMetadataApp, listenMetadata } from '../imds/index.js';
+import { createMetadataApp, listenMetadata, onMetadataError, openAttestationKey } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
@@ -110,6 +110,9 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const tokens = await TokenAuthority.open(stateDir);
     const controlFile = join(stateDir, 'control.json');
     const operatorToken = await operatorTokenFor(tokens, controlFile);
+    // Signs /metadata/attested/document; created once in <state>/attestation, kept across restarts.
+    const attestation = await openAttestationKey({ stateDir });
+    options.logger?.info({ fingerprint256: attestation.fingerprint256 }, 'attestation key ready');
     const metrics = createMetrics({ processMetrics: true });
     metrics.observeEventService(service);
     if (controller) {
@@ -124,7 +127,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
     cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
-      createControlApp({ service, tokens, live, metrics, ...(controller ? { controller } : {}) }).fetch,
+      createControlApp({ service, tokens, live, metrics, attestation, ...(controller ? { controller } : {}) }).fetch,
       options.control,
     );
     cleanups.push(() => control.close());
@@ -135,7 +138,21 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         '\n',
     );
 
-    const metadataApp = createMetadataApp({ backend: service, onEvent: metrics.metadataListener });
+    // A failure on our side reaches the guest as a generic body; its detail goes to the log.
+    const logFailure = onMetadataError((f) =>
+      options.logger?.error(
+        { vm: f.vm, method: f.method, path: f.path, code: f.error.code, err: f.error },
+        'metadata request failed',
+      ),
+    );
+    const metadataApp = createMetadataApp({
+      backend: service,
+      attestation,
+      onEvent: (name, payload) => {
+        metrics.metadataListener(name, payload);
+        logFailure(name, payload);
+      },
+    });
     const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
     cleanups.push(() => listeners.close());
     service.startTicking();
