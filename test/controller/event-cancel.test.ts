@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
+import { planEventCancellation } from '../../src/controller/event-cancellation.js';
 import type { StepRecord } from '../../src/store/index.js';
 import { apiWorld, type ApiWorld } from './api-world.js';
 
@@ -154,6 +155,45 @@ describe('cancelling a rollout event through the control API (HTTP on loopback)'
       const done = await w.runToEnd(String(created.body.id));
       assert.equal(done.status, 'completed', done.reason ?? '');
       assert.equal(done.reason, null);
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('a cancellation recorded but not yet withdrawn (a crash in between) is completed by the next pass', async () => {
+    const w = await apiWorld('operator-crash');
+    try {
+      const created = await w.call('POST', '/v1/rollouts', w.operator, PATCH);
+      const rolloutId = String(created.body.id);
+      const id = await eventOf(w, 'batch-1');
+      // What cancelEvent writes first, without the withdrawal that follows it.
+      const rollout = await w.store.getRollout(rolloutId);
+      const wave = rollout?.plan.waves[rollout.wave];
+      assert.ok(rollout && wave);
+      const plan = planEventCancellation({
+        rolloutId,
+        wave,
+        steps: await w.store.listSteps(rolloutId, { wave: rollout.wave }),
+        eventId: id,
+        by: 'op-alice',
+        now: w.time.now(),
+        isScheduled: (e) => w.events.get(e)?.phase === 'Scheduled',
+      });
+      assert.equal(plan.steps.length, 1);
+      await w.store.saveProgress({ steps: plan.steps });
+      assert.equal(w.events.get(id)?.phase, 'Scheduled');
+
+      await w.controller.executor.reconcileOnce();
+      assert.equal(w.events.get(id), undefined, 'withdrawn: no step needs it any more');
+      const [event] = (await w.events.history({ includeRemoved: true, scope: 'vm:batch-1' })).filter(
+        (e) => e.eventId === id,
+      );
+      assert.equal(event?.removalReason, 'cancelled');
+      const done = await w.runToEnd(rolloutId);
+      assert.equal(done.status, 'completed', done.reason ?? '');
+      assert.equal(done.failedHosts, 0);
+      const steps = await w.store.listSteps(rolloutId);
+      assert.equal(steps.find((s) => s.id === plan.steps[0]?.id)?.status, 'cancelled');
     } finally {
       await w.close();
     }
