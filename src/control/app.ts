@@ -68,6 +68,27 @@ export function eventView(e: MaintenanceEvent): EventView {
   };
 }
 
+/**
+ * Throws SCOPE_VIOLATION (403) unless a tenant may cancel the event: one it scheduled itself through
+ * POST /v1/events (owner `drill:<its name>`, source User) for VMs that are all its own. Nothing else
+ * (platform events, a rollout's, an operator's drill) is a tenant's to cancel.
+ */
+function assertTenantMayCancel(principal: Principal & { role: 'tenant' }, event: MaintenanceEvent): void {
+  const own = event.resources.every((vm) => principal.vms.includes(vm));
+  const scheduledByIt = event.owner === `${DRILL_OWNER_PREFIX}${principal.name}` && event.source === 'User';
+  if (own && scheduledByIt) return;
+  throw new IntermissionError(
+    'SCOPE_VIOLATION',
+    event.source === 'Platform'
+      ? `event ${event.eventId} is platform maintenance: a tenant may approve it (POST to the metadata ` +
+          'service) to start it early, but not cancel it'
+      : own
+        ? `event ${event.eventId} was not scheduled by this tenant: a tenant may cancel only its own user events`
+        : `event ${event.eventId} covers VMs of other tenants: a tenant may cancel only its own user events`,
+    { details: { eventId: event.eventId, source: event.source } },
+  );
+}
+
 /** Body of POST /v1/events: a drill or a user event for one or more VMs of one scope. */
 export const scheduleRequestSchema = z
   .object({
@@ -237,12 +258,21 @@ export function createControlApp({
     return c.json(eventView(event), 201);
   });
 
+  /**
+   * Tenants may cancel only the user events they scheduled themselves (owner `drill:<their name>`,
+   * source User, all VMs theirs); platform events they may approve (through the metadata service),
+   * never cancel. An operator's cancellation of a rollout's event goes through the executor, which
+   * records the host steps it leaves out as cancelled by that operator, not as failed.
+   */
   app.post('/v1/events/:id/cancel', async (c) => {
+    const principal = c.get('principal');
     const id = c.req.param('id').toUpperCase();
     const event = service.get(id);
-    if (!event || !visible(c.get('principal'), event)) throw new IntermissionError('NOT_FOUND', `no live event ${id}`);
-    if (!mayAct(c.get('principal'), event.resources)) {
-      throw new IntermissionError('SCOPE_VIOLATION', 'a tenant may cancel only events of its own VMs');
+    if (!event || !visible(principal, event)) throw new IntermissionError('NOT_FOUND', `no live event ${id}`);
+    if (principal.role === 'tenant') assertTenantMayCancel(principal, event);
+    if (controller && !event.owner.startsWith(DRILL_OWNER_PREFIX)) {
+      const result = await controller.executor.cancelEvent(id, { by: principal.name });
+      return c.json(eventView(result.event));
     }
     const [cancelled] = await service.cancel([id]);
     return c.json(eventView(cancelled ?? event));

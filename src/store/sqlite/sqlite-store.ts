@@ -21,6 +21,7 @@ import {
   insertRolloutQuery,
   selectOperationsQuery,
   selectPlanQuery,
+  selectBusyHostsQuery,
   selectRolloutHeadsQuery,
   selectStepsQuery,
   updateRolloutQuery,
@@ -38,7 +39,15 @@ import {
   type StoreDatabase,
 } from '../sql/index.js';
 import type { EventQuery, EventStore, StoreCapabilities } from '../store.js';
-import type { RolloutRecord, RolloutStore, StepRecord, VmOperationRecord } from '../rollout-store.js';
+import {
+  overlapConflict,
+  type RolloutRecord,
+  type RolloutStatus,
+  type RolloutStore,
+  type StepRecord,
+  type StepStatus,
+  type VmOperationRecord,
+} from '../rollout-store.js';
 import type { Plan } from '../../domain/rollout/index.js';
 import { SQLITE_MIGRATIONS } from './migrations/index.js';
 import { busyTimeoutOf, sqlitePragmas, type CreateSqliteStoreOptions } from './sqlite-config.js';
@@ -152,6 +161,19 @@ export class SqliteEventStore implements EventStore, RolloutStore {
             `a rollout with id ${rollout.id} exists already; give the update a new id`,
           );
         }
+        // Under the same write lock as the insert: of two creations over one host, one sees the other.
+        const busy = await trx.executeQuery(selectBusyHostsQuery(trx, rollout.id));
+        const conflict = overlapConflict(
+          rollout.id,
+          new Set(steps.map((s) => s.host)),
+          busy.rows.map((b) => ({
+            host: b.host,
+            rolloutId: b.rollout_id,
+            rolloutStatus: b.rollout_status as RolloutStatus,
+            stepStatus: b.step_status as StepStatus,
+          })),
+        );
+        if (conflict) throw conflict;
         await trx.executeQuery(insertRolloutQuery(trx, row.head));
         await trx.executeQuery(insertPlanQuery(trx, row.plan));
         for (let i = 0; i < stepRows.length; i += MAX_ROWS_PER_INSERT) {
