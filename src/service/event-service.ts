@@ -159,6 +159,15 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
     return this.#book.get(eventId.toUpperCase());
   }
 
+  /**
+   * One event by id, live or removed: from memory when live, else one read of the store. Never
+   * loads the history.
+   */
+  async find(eventId: string): Promise<MaintenanceEvent | undefined> {
+    const id = eventId.toUpperCase();
+    return this.#book.get(id) ?? (await this.#store.getEvent(id));
+  }
+
   /** History from the store, removed events included when asked. */
   history(query: EventQuery = {}): Promise<MaintenanceEvent[]> {
     return this.#store.queryEvents(query);
