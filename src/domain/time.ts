@@ -127,6 +127,21 @@ export function formatDuration(ms: number): string {
   return m === 0 ? `${h}h` : `${h}h${m}m`;
 }
 
+/** A pending one-shot timer of {@link Timers}. */
+export interface Timer {
+  /** Stops the timer if it has not fired yet; idempotent. */
+  cancel(): void;
+}
+
+/**
+ * One-shot timers, injected beside the {@link Clock} so that background loops can be driven in
+ * virtual time by tests instead of sleeping. The real implementation wraps `setTimeout`.
+ */
+export interface Timers {
+  /** Calls `callback` once, `ms` milliseconds from now (0 or less: as soon as possible). */
+  after(ms: number, callback: () => void): Timer;
+}
+
 /** A settable clock for tests and simulations. */
 export class ManualClock implements Clock {
   #now: number;

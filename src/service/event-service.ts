@@ -14,6 +14,8 @@ import {
   type Mutation,
   type ScheduleInput,
   type ScopeDocument,
+  type Timer,
+  type Timers,
   type Vm,
 } from '../domain/index.js';
 import type { MetadataBackend } from '../imds/backend.js';
@@ -45,7 +47,18 @@ export interface EventServiceOptions {
   readonly timing: EventTiming;
   /** Event id factory (uppercase GUID); random by default. */
   readonly newId?: () => string;
+  /** Timers of the background ticks; real `setTimeout` (unref'd) by default. Tests inject virtual ones. */
+  readonly timers?: Timers;
 }
+
+/** The real timers: `setTimeout`, unref'd so that a pending tick never keeps the process alive. */
+export const realTimers: Timers = Object.freeze({
+  after(ms: number, callback: () => void): Timer {
+    const handle = setTimeout(callback, Math.max(0, ms));
+    handle.unref();
+    return { cancel: () => clearTimeout(handle) };
+  },
+});
 
 /** Prefix of the owner of events that no executor drives: drills and user events. */
 export const DRILL_OWNER_PREFIX = 'drill:';
@@ -72,7 +85,10 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
   #fleet: FleetIndex;
   #queue: Promise<unknown> = Promise.resolve();
   readonly #lastPoll = new Map<string, number>();
-  #timer: NodeJS.Timeout | undefined;
+  readonly #timers: Timers;
+  #timer: Timer | undefined;
+  /** The background pass under way, started by the timer; see {@link idle}. */
+  #pass: Promise<void> | undefined;
   #ticking: Promise<TickResult> | undefined;
   #running = false;
 
@@ -81,6 +97,7 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
     this.#fleet = options.fleet;
     this.#store = options.store;
     this.#clock = options.clock;
+    this.#timers = options.timers ?? realTimers;
     this.#book = new EventBook({
       timing: options.timing,
       resolver: options.fleet,
@@ -280,32 +297,44 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
   /** Stops the background ticks and waits for a pass under way. Idempotent. */
   async stop(): Promise<void> {
     this.#running = false;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
+    await this.#pass;
     await this.#ticking;
     await this.#queue.catch(() => undefined);
+  }
+
+  /** Resolves once no background pass started by the timer is under way (for tests in virtual time). */
+  async idle(): Promise<void> {
+    while (this.#pass) await this.#pass;
   }
 
   /** Re-arms the timer for the next deadline (capped so that clock jumps are noticed). */
   #kick(): void {
     if (!this.#running) return;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     const next = this.nextDeadline();
     const delay = next === undefined ? MAX_IDLE_MS : Math.min(MAX_IDLE_MS, Math.max(0, next - this.now()));
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#timers.after(delay, () => {
       this.#timer = undefined;
-      this.tick()
-        .catch((error: unknown) => {
-          this.emit(
-            'tick:error',
-            error instanceof IntermissionError
-              ? error
-              : new IntermissionError('INTERNAL', String(error), { cause: error }),
-          );
-        })
-        .finally(() => this.#kick());
-    }, delay);
-    this.#timer.unref();
+      const pass = this.tick()
+        .then(
+          () => undefined,
+          (error: unknown) => {
+            this.emit(
+              'tick:error',
+              error instanceof IntermissionError
+                ? error
+                : new IntermissionError('INTERNAL', String(error), { cause: error }),
+            );
+          },
+        )
+        .finally(() => {
+          if (this.#pass === pass) this.#pass = undefined;
+          this.#kick();
+        });
+      this.#pass = pass;
+    });
   }
 
   #impactMs(event: MaintenanceEvent): number {
