@@ -316,17 +316,28 @@ export class EventBook {
     return { events: removed, mutation: this.#mutation(removed) };
   }
 
-  /** The earliest future time at which {@link due} or {@link sweep} could change, for schedulers. */
-  nextDeadline(now: number): number | undefined {
+  /**
+   * The earliest time at which an event has a transition pending, for schedulers: `now` when one is
+   * due already (an approved Scheduled event, a NotBefore that has passed, an ended event whose
+   * linger ran out), else the soonest NotBefore or end of linger; undefined when nothing is pending.
+   * `starts` narrows the Scheduled events considered to those the caller starts itself (e.g. drills),
+   * so that an event another party starts cannot keep the caller awake.
+   */
+  nextDeadline(
+    now: number,
+    options: { readonly starts?: (event: MaintenanceEvent) => boolean } = {},
+  ): number | undefined {
     let next: number | undefined;
     for (const e of this.#events.values()) {
-      const t =
-        e.phase === 'Scheduled' && e.approvedAt === undefined
-          ? e.notBefore
-          : e.phase === 'Ended' && e.endedAt !== undefined
-            ? e.endedAt + e.lingerMs
-            : undefined;
-      if (t !== undefined && t > now && (next === undefined || t < next)) next = t;
+      let t: number | undefined;
+      if (e.phase === 'Scheduled' && (options.starts?.(e) ?? true)) {
+        t = e.approvedAt !== undefined ? now : e.notBefore;
+      } else if (e.phase === 'Ended' && e.endedAt !== undefined) {
+        t = e.endedAt + e.lingerMs;
+      }
+      if (t === undefined) continue;
+      const at = Math.max(t, now);
+      if (next === undefined || at < next) next = at;
     }
     return next;
   }
