@@ -1,12 +1,17 @@
+import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { z } from 'zod';
 import {
+  ERROR_CODES,
   EVENT_SOURCES,
+  EVENT_TIME_LIMITS,
   EVENT_TYPES,
   IntermissionError,
-  coerceError,
+  formatDuration,
   minimumNotice,
   parseDuration,
+  type ErrorCode,
   type MaintenanceEvent,
 } from '../domain/index.js';
 import type { EventService } from '../service/event-service.js';
@@ -89,17 +94,32 @@ function assertTenantMayCancel(principal: Principal & { role: 'tenant' }, event:
   );
 }
 
-/** Body of POST /v1/events: a drill or a user event for one or more VMs of one scope. */
+/** Body of POST /v1/events: a drill or a user event for one or more VMs of one scope. Bounds: docs/limits.md. */
 export const scheduleRequestSchema = z
   .object({
     type: z.enum(EVENT_TYPES),
-    vms: z.array(z.string().min(1)).min(1),
-    /** Notice from now, e.g. "15m" or 900000 (ms). Default: the type's minimum notice. */
-    notice: z.union([z.string(), z.number().int().nonnegative()]).optional(),
-    /** Absolute NotBefore (ISO 8601); exclusive with notice. */
+    vms: z.array(z.string().min(1).max(256)).min(1).max(EVENT_TIME_LIMITS.maxVms),
+    /** Notice from now, e.g. "15m" or 900000 (ms), at most 7 days. Default: the type's minimum notice. */
+    notice: z
+      .union([
+        z.string().max(64),
+        z
+          .number()
+          .int()
+          .nonnegative()
+          .max(EVENT_TIME_LIMITS.maxNoticeMs, `at most ${EVENT_TIME_LIMITS.maxNoticeMs} ms (7d)`),
+      ])
+      .optional(),
+    /** Absolute NotBefore (ISO 8601), at most 7 days ahead; exclusive with notice. */
     notBefore: z.iso.datetime({ offset: true }).optional(),
-    durationInSeconds: z.number().int().min(-1).optional(),
-    description: z.string().max(512).optional(),
+    /** Expected impact in seconds, -1 when unknown; at most one day. */
+    durationInSeconds: z
+      .number()
+      .int()
+      .min(-1)
+      .max(EVENT_TIME_LIMITS.maxDurationInSeconds, `at most ${EVENT_TIME_LIMITS.maxDurationInSeconds} (one day)`)
+      .optional(),
+    description: z.string().max(EVENT_TIME_LIMITS.maxDescriptionLength).optional(),
     source: z.enum(EVENT_SOURCES).optional(),
   })
   .strict();
@@ -120,7 +140,37 @@ export interface ControlAppOptions {
   readonly metrics?: IntermissionMetrics;
   /** The attestation certificate, served to operators at GET /v1/attestation/certificate. */
   readonly attestation?: AttestationCertificate;
+  /**
+   * Hears every internal failure with its detail (the client sees only `reference`); by default it
+   * is written to stderr.
+   */
+  readonly onInternalError?: (failure: InternalFailure) => void;
 }
+
+/** An internal failure of a request, as {@link ControlAppOptions.onInternalError} hears it. */
+export interface InternalFailure {
+  /** Short id, also sent to the client, to find this entry in the log. */
+  readonly reference: string;
+  readonly method: string;
+  readonly path: string;
+  readonly error: unknown;
+}
+
+/** Codes whose messages stay inside: a bug's, and the store's (driver text, file paths). */
+const HIDDEN_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['INTERNAL', 'STORE_FAILURE']);
+
+function logInternalError({ reference, method, path, error }: InternalFailure): void {
+  const detail = error instanceof Error ? (error.stack ?? error.message) : String(error);
+  console.error(`control API internal error ${reference} on ${method} ${path}: ${detail}`);
+}
+
+function codeForStatus(status: number): ErrorCode {
+  const found = (Object.keys(ERROR_CODES) as ErrorCode[]).find((code) => ERROR_CODES[code].status === status);
+  return found ?? 'INVALID_INPUT';
+}
+
+/** Event ids are GUIDs; anything else is refused before the store is asked. */
+const EVENT_ID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/i;
 
 type Env = { Variables: { principal: Principal } };
 
@@ -136,17 +186,40 @@ export function createControlApp({
   live,
   metrics,
   attestation,
+  onInternalError,
 }: ControlAppOptions): Hono<Env> {
   const app = new Hono<Env>();
 
   app.onError((error, c) => {
-    const e =
-      error instanceof SyntaxError
-        ? new IntermissionError('INVALID_INPUT', `body is not JSON: ${error.message}`)
-        : coerceError(error);
+    if (error instanceof SyntaxError) {
+      const e = new IntermissionError('INVALID_INPUT', `body is not JSON: ${error.message}`);
+      return c.json({ error: e.toJSON() }, 400);
+    }
+    if (error instanceof HTTPException && error.status < 500) {
+      // Hono's own refusals (e.g. a body limit): the status and message are meant for the client.
+      const code = codeForStatus(error.status);
+      return c.json({ error: { code, message: error.message || code, retryable: false } }, error.status);
+    }
+    if (error instanceof IntermissionError && !HIDDEN_CODES.has(error.code)) {
+      return c.json({ error: error.toJSON() }, error.status as 400);
+    }
+    // A bug or a failure inside: the client gets a reference, the log gets the detail. The message
+    // of an internal error ("Invalid time value", a driver's text with a file path) is ours alone.
+    const reference = randomBytes(4).toString('hex');
+    const e = error instanceof IntermissionError ? error : undefined;
+    const code: ErrorCode = e?.code ?? 'INTERNAL';
+    (onInternalError ?? logInternalError)({ reference, method: c.req.method, path: c.req.path, error });
     return c.json(
-      { error: { code: e.code, message: e.message, retryable: e.retryable, details: e.details } },
-      e.status as 400,
+      {
+        error: {
+          code,
+          message:
+            code === 'INTERNAL' ? `internal error; reference ${reference}` : `the store failed; reference ${reference}`,
+          retryable: e?.retryable ?? false,
+          details: { reference },
+        },
+      },
+      ERROR_CODES[code].status as 500,
     );
   });
   app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
@@ -215,8 +288,16 @@ export function createControlApp({
   });
 
   app.get('/v1/events/:id', async (c) => {
-    const id = c.req.param('id').toUpperCase();
-    const event = service.get(id) ?? (await service.history({ includeRemoved: true })).find((e) => e.eventId === id);
+    const raw = c.req.param('id');
+    // A malformed id names no event: 404, as an unknown one, and the store is not asked.
+    if (!EVENT_ID_RE.test(raw)) {
+      throw new IntermissionError(
+        'NOT_FOUND',
+        `no event ${JSON.stringify(raw.slice(0, 64))}: an event id is a GUID such as 3F2504E0-4F89-41D3-9A0C-0305E82C3301`,
+      );
+    }
+    const id = raw.toUpperCase();
+    const event = await service.find(id);
     if (!event || !visible(c.get('principal'), event)) throw new IntermissionError('NOT_FOUND', `no event ${id}`);
     return c.json(eventView(event));
   });
@@ -237,18 +318,32 @@ export function createControlApp({
     if (body.notice !== undefined && body.notBefore !== undefined) {
       throw new IntermissionError('INVALID_INPUT', 'give either notice or notBefore, not both');
     }
-    const noticeMs =
-      body.notice === undefined
-        ? body.notBefore === undefined
-          ? minimumNotice(body.type, service.timing)
-          : undefined
-        : typeof body.notice === 'number'
-          ? body.notice
-          : parseDuration(body.notice);
+    const { maxNoticeMs } = EVENT_TIME_LIMITS;
+    let timing: { noticeMs: number } | { notBefore: number };
+    if (body.notBefore !== undefined) {
+      const notBefore = Date.parse(body.notBefore);
+      if (!Number.isFinite(notBefore)) {
+        throw new IntermissionError('INVALID_INPUT', `notBefore ${JSON.stringify(body.notBefore)} is not a date`);
+      }
+      if (notBefore - service.now() > maxNoticeMs) {
+        throw new IntermissionError(
+          'INVALID_INPUT',
+          `notBefore ${body.notBefore} is too far ahead: at most ${formatDuration(maxNoticeMs)} from now`,
+          { details: { notBefore: body.notBefore, maxNoticeMs } },
+        );
+      }
+      timing = { notBefore };
+    } else if (body.notice === undefined) {
+      timing = { noticeMs: minimumNotice(body.type, service.timing) };
+    } else if (typeof body.notice === 'number') {
+      timing = { noticeMs: body.notice };
+    } else {
+      timing = { noticeMs: parseDuration(body.notice, { max: maxNoticeMs, name: 'notice' }) };
+    }
     const event = await service.schedule({
       type: body.type,
       resources: body.vms,
-      ...(noticeMs === undefined ? { notBefore: Date.parse(body.notBefore ?? '') } : { noticeMs }),
+      ...timing,
       durationInSeconds: body.durationInSeconds ?? (body.type === 'Freeze' ? 5 : -1),
       ...(body.description === undefined ? {} : { description: body.description }),
       // Tenants' events are theirs: User. Operators choose, and drills default to User as well.

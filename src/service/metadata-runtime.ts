@@ -76,6 +76,8 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   const stateDir = resolve(options.stateDir);
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const store = await openSqliteStore({ path: join(stateDir, 'intermission.db') });
+  // A migration that repaired data says what it repaired (e.g. events retired for unreadable times).
+  for (const r of store.migration.reports) options.logger?.warn({ migration: r.version, rows: r.rows }, r.summary);
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);

@@ -28,8 +28,9 @@ import {
   upsertOperationsQuery,
   upsertStepsQuery,
   decodeScope,
-  encodeEvent,
+  encodeReadableEvent,
   raiseIncarnationQuery,
+  selectEventByIdQuery,
   selectEventsQuery,
   selectLiveEventsQuery,
   selectScopeQuery,
@@ -112,8 +113,9 @@ export class SqliteEventStore implements EventStore, RolloutStore {
   async commit(mutation: Mutation): Promise<void> {
     this.#assertOpen();
     if (isEmptyMutation(mutation)) return;
-    // Encode and check everything before the transaction: what cannot be stored fails without I/O.
-    const rows = lastPerId(mutation.events.map(encodeEvent));
+    // Encode and check everything before the transaction: what cannot be stored, or would not read
+    // back, fails without I/O.
+    const rows = lastPerId(mutation.events.map(encodeReadableEvent));
     for (const s of mutation.scopes) checkScope(s);
     await this.#run('commit a mutation', (db) =>
       inTransaction(db, 'immediate', async (trx) => {
@@ -135,6 +137,15 @@ export class SqliteEventStore implements EventStore, RolloutStore {
         }
       }),
     );
+  }
+
+  /** See {@link EventStore.getEvent}: a primary-key read. */
+  async getEvent(eventId: string): Promise<MaintenanceEvent | undefined> {
+    if (typeof eventId !== 'string') throw new IntermissionError('INVALID_INPUT', 'an event id is text');
+    return this.#run('read an event', async (db) => {
+      const row = (await db.executeQuery(selectEventByIdQuery(db, eventId))).rows[0];
+      return row === undefined ? undefined : decodeEvent(row);
+    });
   }
 
   /** See {@link EventStore.queryEvents}. */
