@@ -16,7 +16,7 @@ import { ensureBuilt } from '../crash/harness.js';
 import { formatReport, runFuzz, type Finding, type FindingKind, type FuzzReport } from './fuzzer.js';
 
 const SEEDS = (process.env.INTERMISSION_FUZZ_SEEDS ?? '1201,1202').split(',').map(Number);
-const INPUTS = Number(process.env.INTERMISSION_FUZZ_INPUTS ?? 500);
+const INPUTS = Number(process.env.INTERMISSION_FUZZ_INPUTS ?? 300);
 
 function examples(report: FuzzReport, kind: FindingKind): string {
   const list = report.distinct.filter((f) => f.kind === kind);

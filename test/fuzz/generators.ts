@@ -454,7 +454,15 @@ function scheduleBody(random: Random, k: Knowledge, principal: Principal | undef
         if (random.next() < 0.05) body.description = 'd'.repeat(random.pick([10, 513, 100_000]));
         if (random.next() < 0.03) body.extra = true;
         const text = JSON.stringify(body);
-        return { text, label: `${label} ${text.length > 160 ? `${text.slice(0, 160)}…` : text}` };
+        // The label keeps every field readable: long arrays and strings are shown by their size.
+        const shown = JSON.stringify(body, (_key, value: unknown) =>
+          Array.isArray(value) && value.length > 8
+            ? `[${value.length} items]`
+            : typeof value === 'string' && value.length > 40
+              ? `<${value.length} chars>`
+              : value,
+        );
+        return { text, label: `${label} ${shown}` };
       },
     ],
     [1, () => ({ text: '{"type":"Freeze","vms":["web_0"],"notice":1e400}', label: 'notice 1e400' })],
