@@ -60,6 +60,8 @@ export interface FuzzReport {
   /** Server RSS in bytes: after setup, peak (VmHWM, last server process), at the end. */
   readonly rss: { readonly start: number; readonly peak: number; readonly end: number };
   readonly rejectedChangedState: number;
+  /** What accepted inputs changed, by kind (approved, cancelled, created, other): allowed, and counted. */
+  readonly acceptedChanges: Record<string, number>;
   readonly outOfAuthority: number;
   readonly oddSpellingServed: number;
   readonly unreadableState: number;
@@ -190,6 +192,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const dir = await fuzzDir();
   const pacer = new Pacer();
   const statuses: Record<string, number> = {};
+  const legitimate: Record<string, number> = {};
   const findings: Finding[] = [];
   const slowProbes: Record<string, number | 'open'> = {};
   let crashes = 0;
@@ -322,6 +325,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       if (rejected && byInput.length > 0) {
         record('rejected-changed-state', i, input, status, byInput.map((c) => `${c.scope ?? ''} ${c.what}`).join('; '));
       } else if (!rejected) {
+        for (const c of byInput) {
+          const kind = /^(approved|cancelled|created)/.exec(c.what)?.[1] ?? 'other';
+          legitimate[kind] = (legitimate[kind] ?? 0) + 1;
+        }
         const wrong = outOfAuthority(input.actor, changes, after);
         if (wrong.length > 0)
           record('out-of-authority', i, input, status, wrong.map((c) => `${c.scope ?? ''} ${c.what}`).join('; '));
@@ -362,6 +369,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       restarts,
       rss: { start: rssStart, peak, end },
       rejectedChangedState: count('rejected-changed-state'),
+      acceptedChanges: legitimate,
       outOfAuthority: count('out-of-authority'),
       oddSpellingServed: count('odd-spelling-served'),
       unreadableState: count('unreadable-state'),
@@ -391,6 +399,11 @@ export function formatReport(r: FuzzReport): string {
     `crashes      ${r.crashes} (restarts on a fresh state: ${r.restarts})`,
     `RSS          start ${mb(r.rss.start)}, peak ${mb(r.rss.peak)}, end ${mb(r.rss.end)}${r.restarts ? ' (last server process)' : ''}`,
     `state changes from rejected input  ${r.rejectedChangedState}`,
+    `changes by accepted input          ${
+      Object.entries(r.acceptedChanges)
+        .map(([k, n]) => `${k}:${n}`)
+        .join(' ') || 'none'
+    }`,
     `out-of-authority changes           ${r.outOfAuthority}`,
     `odd spellings served               ${r.oddSpellingServed}`,
     `unreadable state                   ${r.unreadableState}`,
