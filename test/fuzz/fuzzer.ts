@@ -65,8 +65,11 @@ export interface FuzzReport {
   readonly outOfAuthority: number;
   readonly oddSpellingServed: number;
   readonly unreadableState: number;
-  /** How long a trickling request stayed open, per listener (ms; "open" when never cut). */
-  readonly slowProbes: Record<string, number | 'open'>;
+  /**
+   * The slow probes, per listener: the longest a trickling request was held (ms) and whether the
+   * server cut it or it was still open when the probe ended (end of run or server restart).
+   */
+  readonly slowProbes: Record<string, { readonly heldMs: number; readonly cut: boolean }>;
   readonly findings: readonly Finding[];
   /** Distinct findings: one example per kind and shape, with how often that shape occurred. */
   readonly distinct: readonly (Finding & { readonly count: number })[];
@@ -194,7 +197,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const statuses: Record<string, number> = {};
   const legitimate: Record<string, number> = {};
   const findings: Finding[] = [];
-  const slowProbes: Record<string, number | 'open'> = {};
+  const slowProbes: Record<string, { heldMs: number; cut: boolean }> = {};
   let crashes = 0;
   let restarts = 0;
   let serverErrors = 0;
@@ -209,7 +212,9 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const closeProbes = (): void => {
     for (const [i, p] of probes.entries()) {
       const name = i === 0 ? 'metadata' : 'control';
-      slowProbes[name] = p.closedAfterMs ?? 'open';
+      const held = { heldMs: p.openForMs, cut: p.closedAfterMs !== undefined };
+      const seen = slowProbes[name];
+      if (!seen || held.heldMs > seen.heldMs) slowProbes[name] = held;
       p.stop();
     }
     probes = [];
@@ -407,8 +412,8 @@ export function formatReport(r: FuzzReport): string {
     `out-of-authority changes           ${r.outOfAuthority}`,
     `odd spellings served               ${r.oddSpellingServed}`,
     `unreadable state                   ${r.unreadableState}`,
-    `slow request held open (ms)        ${Object.entries(r.slowProbes)
-      .map(([k, v]) => `${k}: ${v}`)
+    `slow request (1 byte/s) held       ${Object.entries(r.slowProbes)
+      .map(([k, v]) => `${k}: ${(v.heldMs / 1000).toFixed(0)} s${v.cut ? ' then cut' : ', still open'}`)
       .join(', ')}`,
   ];
   if (r.distinct.length > 0) lines.push('', `distinct findings (${r.distinct.length}):`);
