@@ -50,6 +50,11 @@ export interface LiveMessageMap {
   'rollout:step:dispatched': { readonly step: StepRecord };
   /** A host step finished, with what the agent measured per VM (pause, clock offset and residual). */
   'rollout:step:finished': { readonly step: StepRecord; readonly vms: readonly VmStepResult[] };
+  /**
+   * A host step will not run: an operator cancelled an event of its VMs. Its host is left out of the
+   * wave (not a failure); `step.cancellation` says who, when and which events.
+   */
+  'rollout:step:cancelled': { readonly step: StepRecord };
   /** A wave passed its settle time and health gate. */
   'rollout:wave:settled': { readonly rollout: string; readonly wave: number; readonly failedHosts: number };
   /** A reconcile pass failed; it is retried. */

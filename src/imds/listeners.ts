@@ -115,6 +115,15 @@ async function bind(
   const server = createLimitedServer(
     (incoming: IncomingMessage, outgoing: ServerResponse) => {
       if (closing) outgoing.setHeader('connection', 'close');
+      // The raw request line, judged before it is parsed into a (normalised) URL.
+      const refused = app.preflight(
+        { method: incoming.method ?? '', target: incoming.url ?? '', httpVersion: incoming.httpVersion },
+        vm,
+      );
+      if (refused !== undefined) {
+        outgoing.writeHead(refused.status, refused.headers).end(refused.body);
+        return;
+      }
       const done = listener(incoming, outgoing).catch((error: unknown) => {
         outgoing.destroy(error instanceof Error ? error : undefined);
       });

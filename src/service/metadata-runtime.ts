@@ -13,7 +13,7 @@ import { controlFileSchema } from '../control/client.js';
 import { LiveHub } from '../control/live.js';
 import { feedLiveHub } from '../control/live-feed.js';
 import { TokenAuthority, writeFileAtomic } from '../control/tokens.js';
-import { createMetadataApp, listenMetadata } from '../imds/index.js';
+import { createMetadataApp, listenMetadata, onMetadataError, openAttestationKey } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
@@ -84,6 +84,8 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   const stateDir = resolve(options.stateDir);
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const store = await openSqliteStore({ path: join(stateDir, 'intermission.db') });
+  // A migration that repaired data says what it repaired (e.g. events retired for unreadable times).
+  for (const r of store.migration.reports) options.logger?.warn({ migration: r.version, rows: r.rows }, r.summary);
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -118,6 +120,9 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const tokens = await TokenAuthority.open(stateDir);
     const controlFile = join(stateDir, 'control.json');
     const operatorToken = await operatorTokenFor(tokens, controlFile);
+    // Signs /metadata/attested/document; created once in <state>/attestation, kept across restarts.
+    const attestation = await openAttestationKey({ stateDir });
+    options.logger?.info({ fingerprint256: attestation.fingerprint256 }, 'attestation key ready');
     const metrics = createMetrics({ processMetrics: true });
     metrics.observeEventService(service);
     if (controller) {
@@ -137,7 +142,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
     cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
-      createControlApp({ service, tokens, live, metrics, ...(controller ? { controller } : {}) }).fetch,
+      createControlApp({ service, tokens, live, metrics, attestation, ...(controller ? { controller } : {}) }).fetch,
       options.control,
       options.httpLimits?.control ? { limits: options.httpLimits.control } : {},
     );
@@ -149,7 +154,21 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         '\n',
     );
 
-    const metadataApp = createMetadataApp({ backend: service, onEvent: metrics.metadataListener });
+    // A failure on our side reaches the guest as a generic body; its detail goes to the log.
+    const logFailure = onMetadataError((f) =>
+      options.logger?.error(
+        { vm: f.vm, method: f.method, path: f.path, code: f.error.code, err: f.error },
+        'metadata request failed',
+      ),
+    );
+    const metadataApp = createMetadataApp({
+      backend: service,
+      attestation,
+      onEvent: (name, payload) => {
+        metrics.metadataListener(name, payload);
+        logFailure(name, payload);
+      },
+    });
     const listeners = await listenMetadata({
       app: metadataApp,
       bindings: options.bindings,
