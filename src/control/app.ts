@@ -1,19 +1,25 @@
+import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import { deleteCookie, setCookie } from 'hono/cookie';
 import { parse as parseCookies } from 'hono/utils/cookie';
+import { HTTPException } from 'hono/http-exception';
 import { z } from 'zod';
 import {
+  ERROR_CODES,
   EVENT_SOURCES,
+  EVENT_TIME_LIMITS,
   EVENT_TYPES,
   IntermissionError,
-  coerceError,
+  formatDuration,
   minimumNotice,
   parseDuration,
+  type ErrorCode,
   type MaintenanceEvent,
 } from '../domain/index.js';
 import type { EventService } from '../service/event-service.js';
 import { DRILL_OWNER_PREFIX } from '../service/event-service.js';
 import type { Controller } from '../controller/controller.js';
+import { attestationRoutes, type AttestationCertificate } from './attestation.js';
 import { dashboardRoutes } from './dashboard.js';
 import { LIVE_STREAM_PATH, liveStream, type LiveHub } from './live.js';
 import { METRICS_PATH, OPENAPI_PATH, openApiDocument } from './openapi.js';
@@ -70,17 +76,53 @@ export function eventView(e: MaintenanceEvent): EventView {
   };
 }
 
-/** Body of POST /v1/events: a drill or a user event for one or more VMs of one scope. */
+/**
+ * Throws SCOPE_VIOLATION (403) unless a tenant may cancel the event: one it scheduled itself through
+ * POST /v1/events (owner `drill:<its name>`, source User) for VMs that are all its own. Nothing else
+ * (platform events, a rollout's, an operator's drill) is a tenant's to cancel.
+ */
+function assertTenantMayCancel(principal: Principal & { role: 'tenant' }, event: MaintenanceEvent): void {
+  const own = event.resources.every((vm) => principal.vms.includes(vm));
+  const scheduledByIt = event.owner === `${DRILL_OWNER_PREFIX}${principal.name}` && event.source === 'User';
+  if (own && scheduledByIt) return;
+  throw new IntermissionError(
+    'SCOPE_VIOLATION',
+    event.source === 'Platform'
+      ? `event ${event.eventId} is platform maintenance: a tenant may approve it (POST to the metadata ` +
+          'service) to start it early, but not cancel it'
+      : own
+        ? `event ${event.eventId} was not scheduled by this tenant: a tenant may cancel only its own user events`
+        : `event ${event.eventId} covers VMs of other tenants: a tenant may cancel only its own user events`,
+    { details: { eventId: event.eventId, source: event.source } },
+  );
+}
+
+/** Body of POST /v1/events: a drill or a user event for one or more VMs of one scope. Bounds: docs/limits.md. */
 export const scheduleRequestSchema = z
   .object({
     type: z.enum(EVENT_TYPES),
-    vms: z.array(z.string().min(1)).min(1),
-    /** Notice from now, e.g. "15m" or 900000 (ms). Default: the type's minimum notice. */
-    notice: z.union([z.string(), z.number().int().nonnegative()]).optional(),
-    /** Absolute NotBefore (ISO 8601); exclusive with notice. */
+    vms: z.array(z.string().min(1).max(256)).min(1).max(EVENT_TIME_LIMITS.maxVms),
+    /** Notice from now, e.g. "15m" or 900000 (ms), at most 7 days. Default: the type's minimum notice. */
+    notice: z
+      .union([
+        z.string().max(64),
+        z
+          .number()
+          .int()
+          .nonnegative()
+          .max(EVENT_TIME_LIMITS.maxNoticeMs, `at most ${EVENT_TIME_LIMITS.maxNoticeMs} ms (7d)`),
+      ])
+      .optional(),
+    /** Absolute NotBefore (ISO 8601), at most 7 days ahead; exclusive with notice. */
     notBefore: z.iso.datetime({ offset: true }).optional(),
-    durationInSeconds: z.number().int().min(-1).optional(),
-    description: z.string().max(512).optional(),
+    /** Expected impact in seconds, -1 when unknown; at most one day. */
+    durationInSeconds: z
+      .number()
+      .int()
+      .min(-1)
+      .max(EVENT_TIME_LIMITS.maxDurationInSeconds, `at most ${EVENT_TIME_LIMITS.maxDurationInSeconds} (one day)`)
+      .optional(),
+    description: z.string().max(EVENT_TIME_LIMITS.maxDescriptionLength).optional(),
     source: z.enum(EVENT_SOURCES).optional(),
   })
   .strict();
@@ -203,7 +245,39 @@ export interface ControlAppOptions {
   readonly metricsAuth?: MetricsAuth;
   /** Dashboard sign-in codes and sessions; default: a new set (the runtime passes its own to print a link). */
   readonly sessions?: DashboardSessions;
+  /** The attestation certificate, served to operators at GET /v1/attestation/certificate. */
+  readonly attestation?: AttestationCertificate;
+  /**
+   * Hears every internal failure with its detail (the client sees only `reference`); by default it
+   * is written to stderr.
+   */
+  readonly onInternalError?: (failure: InternalFailure) => void;
 }
+
+/** An internal failure of a request, as {@link ControlAppOptions.onInternalError} hears it. */
+export interface InternalFailure {
+  /** Short id, also sent to the client, to find this entry in the log. */
+  readonly reference: string;
+  readonly method: string;
+  readonly path: string;
+  readonly error: unknown;
+}
+
+/** Codes whose messages stay inside: a bug's, and the store's (driver text, file paths). */
+const HIDDEN_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['INTERNAL', 'STORE_FAILURE']);
+
+function logInternalError({ reference, method, path, error }: InternalFailure): void {
+  const detail = error instanceof Error ? (error.stack ?? error.message) : String(error);
+  console.error(`control API internal error ${reference} on ${method} ${path}: ${detail}`);
+}
+
+function codeForStatus(status: number): ErrorCode {
+  const found = (Object.keys(ERROR_CODES) as ErrorCode[]).find((code) => ERROR_CODES[code].status === status);
+  return found ?? 'INVALID_INPUT';
+}
+
+/** Event ids are GUIDs; anything else is refused before the store is asked. */
+const EVENT_ID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/i;
 
 /** The access modes of GET /metrics. */
 export const METRICS_AUTH_MODES = ['none', 'token'] as const;
@@ -227,19 +301,43 @@ export function createControlApp({
   metrics,
   metricsAuth = 'none',
   sessions = new DashboardSessions({ tokens }),
+  attestation,
+  onInternalError,
 }: ControlAppOptions): Hono<Env> {
   const app = new Hono<Env>();
   const bearerOf = (header: string | undefined): string | undefined =>
     /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
 
   app.onError((error, c) => {
-    const e =
-      error instanceof SyntaxError
-        ? new IntermissionError('INVALID_INPUT', `body is not JSON: ${error.message}`)
-        : coerceError(error);
+    if (error instanceof SyntaxError) {
+      const e = new IntermissionError('INVALID_INPUT', `body is not JSON: ${error.message}`);
+      return c.json({ error: e.toJSON() }, 400);
+    }
+    if (error instanceof HTTPException && error.status < 500) {
+      // Hono's own refusals (e.g. a body limit): the status and message are meant for the client.
+      const code = codeForStatus(error.status);
+      return c.json({ error: { code, message: error.message || code, retryable: false } }, error.status);
+    }
+    if (error instanceof IntermissionError && !HIDDEN_CODES.has(error.code)) {
+      return c.json({ error: error.toJSON() }, error.status as 400);
+    }
+    // A bug or a failure inside: the client gets a reference, the log gets the detail. The message
+    // of an internal error ("Invalid time value", a driver's text with a file path) is ours alone.
+    const reference = randomBytes(4).toString('hex');
+    const e = error instanceof IntermissionError ? error : undefined;
+    const code: ErrorCode = e?.code ?? 'INTERNAL';
+    (onInternalError ?? logInternalError)({ reference, method: c.req.method, path: c.req.path, error });
     return c.json(
-      { error: { code: e.code, message: e.message, retryable: e.retryable, details: e.details } },
-      e.status as 400,
+      {
+        error: {
+          code,
+          message:
+            code === 'INTERNAL' ? `internal error; reference ${reference}` : `the store failed; reference ${reference}`,
+          retryable: e?.retryable ?? false,
+          details: { reference },
+        },
+      },
+      ERROR_CODES[code].status as 500,
     );
   });
   app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
@@ -307,6 +405,9 @@ export function createControlApp({
     c.set('auth', auth);
     await next();
   });
+
+  // A revoked token's live streams end at once (the hub closes every stream of that principal).
+  tokens.onRevoke((name) => live?.closeStreams(name));
 
   const requireOperator = (principal: Principal, what: string): void => {
     if (principal.role !== 'operator') throw new IntermissionError('UNAUTHORIZED', `only operators ${what}`);
@@ -390,8 +491,16 @@ export function createControlApp({
   });
 
   app.get('/v1/events/:id', async (c) => {
-    const id = c.req.param('id').toUpperCase();
-    const event = service.get(id) ?? (await service.history({ includeRemoved: true })).find((e) => e.eventId === id);
+    const raw = c.req.param('id');
+    // A malformed id names no event: 404, as an unknown one, and the store is not asked.
+    if (!EVENT_ID_RE.test(raw)) {
+      throw new IntermissionError(
+        'NOT_FOUND',
+        `no event ${JSON.stringify(raw.slice(0, 64))}: an event id is a GUID such as 3F2504E0-4F89-41D3-9A0C-0305E82C3301`,
+      );
+    }
+    const id = raw.toUpperCase();
+    const event = await service.find(id);
     if (!event || !visible(c.get('principal'), event)) throw new IntermissionError('NOT_FOUND', `no event ${id}`);
     return c.json(eventView(event));
   });
@@ -412,18 +521,32 @@ export function createControlApp({
     if (body.notice !== undefined && body.notBefore !== undefined) {
       throw new IntermissionError('INVALID_INPUT', 'give either notice or notBefore, not both');
     }
-    const noticeMs =
-      body.notice === undefined
-        ? body.notBefore === undefined
-          ? minimumNotice(body.type, service.timing)
-          : undefined
-        : typeof body.notice === 'number'
-          ? body.notice
-          : parseDuration(body.notice);
+    const { maxNoticeMs } = EVENT_TIME_LIMITS;
+    let timing: { noticeMs: number } | { notBefore: number };
+    if (body.notBefore !== undefined) {
+      const notBefore = Date.parse(body.notBefore);
+      if (!Number.isFinite(notBefore)) {
+        throw new IntermissionError('INVALID_INPUT', `notBefore ${JSON.stringify(body.notBefore)} is not a date`);
+      }
+      if (notBefore - service.now() > maxNoticeMs) {
+        throw new IntermissionError(
+          'INVALID_INPUT',
+          `notBefore ${body.notBefore} is too far ahead: at most ${formatDuration(maxNoticeMs)} from now`,
+          { details: { notBefore: body.notBefore, maxNoticeMs } },
+        );
+      }
+      timing = { notBefore };
+    } else if (body.notice === undefined) {
+      timing = { noticeMs: minimumNotice(body.type, service.timing) };
+    } else if (typeof body.notice === 'number') {
+      timing = { noticeMs: body.notice };
+    } else {
+      timing = { noticeMs: parseDuration(body.notice, { max: maxNoticeMs, name: 'notice' }) };
+    }
     const event = await service.schedule({
       type: body.type,
       resources: body.vms,
-      ...(noticeMs === undefined ? { notBefore: Date.parse(body.notBefore ?? '') } : { noticeMs }),
+      ...timing,
       durationInSeconds: body.durationInSeconds ?? (body.type === 'Freeze' ? 5 : -1),
       ...(body.description === undefined ? {} : { description: body.description }),
       // Tenants' events are theirs: User. Operators choose, and drills default to User as well.
@@ -433,12 +556,21 @@ export function createControlApp({
     return c.json(eventView(event), 201);
   });
 
+  /**
+   * Tenants may cancel only the user events they scheduled themselves (owner `drill:<their name>`,
+   * source User, all VMs theirs); platform events they may approve (through the metadata service),
+   * never cancel. An operator's cancellation of a rollout's event goes through the executor, which
+   * records the host steps it leaves out as cancelled by that operator, not as failed.
+   */
   app.post('/v1/events/:id/cancel', async (c) => {
+    const principal = c.get('principal');
     const id = c.req.param('id').toUpperCase();
     const event = service.get(id);
-    if (!event || !visible(c.get('principal'), event)) throw new IntermissionError('NOT_FOUND', `no live event ${id}`);
-    if (!mayAct(c.get('principal'), event.resources)) {
-      throw new IntermissionError('SCOPE_VIOLATION', 'a tenant may cancel only events of its own VMs');
+    if (!event || !visible(principal, event)) throw new IntermissionError('NOT_FOUND', `no live event ${id}`);
+    if (principal.role === 'tenant') assertTenantMayCancel(principal, event);
+    if (controller && !event.owner.startsWith(DRILL_OWNER_PREFIX)) {
+      const result = await controller.executor.cancelEvent(id, { by: principal.name });
+      return c.json(eventView(result.event));
     }
     const [cancelled] = await service.cancel([id]);
     return c.json(eventView(cancelled ?? event));
@@ -486,10 +618,10 @@ export function createControlApp({
     if (!live) throw new IntermissionError('UNREACHABLE', 'this server has no live feed');
     const auth = c.get('auth');
     const res = liveStream(c, { hub: live, principal: c.get('principal'), now: () => service.now() });
-    // A stream lives no longer than what opened it: its token (revoked or expired) or its session.
+    // A stream lives no longer than what opened it: its token (expired; revoked: see above) or its session.
     return endWhen(res, (end) => {
+      // (A revoked token's streams are closed by the hub: see the onRevoke listener above.)
       const stops = [
-        tokens.onRevoke((name) => name === auth.name && end()),
         sessions.onEnd((key) => key === auth.sessionKey && end()),
         timerAt(auth.expiresAt, () => tokens.now(), end),
       ];
@@ -499,6 +631,7 @@ export function createControlApp({
     });
   });
 
+  app.route('/v1', attestationRoutes(attestation));
   if (controller) app.route('/v1', rolloutRoutes(controller));
 
   return app;

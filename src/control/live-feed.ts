@@ -36,6 +36,7 @@ export function feedLiveHub({ hub, service, executor }: LiveFeedSources): () => 
   on('rollout:wave:published', (info) => void hub.publish('rollout:wave:published', info));
   on('rollout:step:dispatched', (step) => void hub.publish('rollout:step:dispatched', { step }));
   on('rollout:step:finished', (step, status) => void hub.publish('rollout:step:finished', { step, vms: status.vms }));
+  on('rollout:step:cancelled', (step) => void hub.publish('rollout:step:cancelled', { step }));
   on('rollout:wave:settled', (info) => void hub.publish('rollout:wave:settled', info));
   on('rollout:error', (info) => {
     hub.publish('rollout:error', { rollout: info.rollout, code: info.error.code, message: info.error.message });

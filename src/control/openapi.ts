@@ -303,6 +303,13 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         post: {
           operationId: 'cancelEvent',
           summary: 'Withdraws a live event.',
+          description:
+            'Only a Scheduled event (409 CONFLICT once Started). Tenants cancel only the user events they ' +
+            'scheduled themselves; any other event, platform maintenance included, answers 403 ' +
+            'SCOPE_VIOLATION (tenants approve platform events through the metadata service instead). ' +
+            "An operator's cancellation of a rollout's event leaves the host steps with a VM of it out " +
+            "of the wave: each is recorded as `cancelled` with the operator's name and the time (not " +
+            'failed, not counted against the failure budget), and the rollout goes on with the other hosts.',
           tags: ['events'],
           parameters: [pathParam('id', 'The event id.')],
           responses: { '200': ok('The event as cancelled.', 'EventView'), ...errors(401, 403, 404, 409) },
@@ -397,6 +404,21 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
           responses: { '200': ok('The document.', 'ScopeDocument'), ...errors(401, 404) },
         },
       },
+      '/v1/attestation/certificate': {
+        get: {
+          operationId: 'getAttestationCertificate',
+          summary:
+            'The certificate that verifies /metadata/attested/document signatures, PEM (operators only); its SHA-256 fingerprint in X-Certificate-SHA256.',
+          tags: ['meta'],
+          responses: {
+            '200': {
+              description: 'The certificate.',
+              content: { 'application/x-pem-file': { schema: { type: 'string' } } },
+            },
+            ...errors(401, 404),
+          },
+        },
+      },
       '/v1/stream': {
         get: {
           operationId: 'streamLive',
@@ -448,7 +470,10 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         post: {
           operationId: 'applyRollout',
           summary: 'Plans and starts a rollout.',
-          description: operator,
+          description:
+            `${operator} 409 CONFLICT when a host of the update is held by another rollout: one that is ` +
+            'running or paused, or one whose step on that host is still under way. The error names that ' +
+            'rollout and up to 10 of the overlapping hosts (`details.hosts`, `details.overlappingHosts`).',
           tags: ['rollouts'],
           requestBody: { required: true, content: json(ref('RolloutRequest')) },
           responses: { '201': ok('The new rollout.', 'RolloutSummary'), ...errors(400, 401, 409) },

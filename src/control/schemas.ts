@@ -177,6 +177,18 @@ export const stepRecordSchema = z.strictObject({
   /** The agent's status once finished. */
   result: hostStepStatusSchema.nullable(),
   error: z.string().nullable(),
+  /**
+   * Set when `status` is `cancelled`: an operator cancelled a Scheduled event of the step's VMs, so
+   * the host was left out of this wave (not a failure; the rollout went on with the other hosts).
+   */
+  cancellation: z
+    .strictObject({
+      by: z.string(),
+      at: z.number(),
+      eventIds: z.array(z.string()),
+      reason: z.string(),
+    })
+    .nullable(),
 });
 
 /** One measured operation on a VM: pause and clock against its budget. */
@@ -327,6 +339,7 @@ const LIVE_MESSAGE_TYPES = [
   'rollout:wave:published',
   'rollout:step:dispatched',
   'rollout:step:finished',
+  'rollout:step:cancelled',
   'rollout:wave:settled',
   'rollout:error',
 ] as const satisfies readonly LiveMessageType[];

@@ -1,9 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { IntermissionError, coerceError, type Clock } from '../domain/index.js';
+import { IntermissionError, coerceError, type Clock, type MaintenanceEvent } from '../domain/index.js';
 import { nextWindowStart, type HostStep, type Plan, type Wave } from '../domain/rollout/index.js';
 import type { AgentClient, HostStepRequest, HostStepStatus } from '../agent/index.js';
 import type { EventService } from '../service/event-service.js';
+import { completionNote, planEventCancellation, settledEvents } from './event-cancellation.js';
+import { healthGate } from './health-gate.js';
 import {
+  FINISHED_STEP_STATUSES,
   pendingStepsOf,
   stepIdOf,
   type RolloutRecord,
@@ -20,6 +23,11 @@ export interface ExecutorEventMap {
   'rollout:step:finished': [step: StepRecord, status: HostStepStatus];
   /** A step recorded as failed without an agent status (its event was withdrawn, or the agent refused it). */
   'rollout:step:abandoned': [step: StepRecord];
+  /**
+   * A step that will not run because an operator cancelled an event of its VMs: its host is left out
+   * of the wave, which is not a failure (`step.cancellation` says who and when).
+   */
+  'rollout:step:cancelled': [step: StepRecord];
   'rollout:wave:settled': [info: { rollout: string; wave: number; failedHosts: number }];
   'rollout:status': [rollout: RolloutRecord];
   'rollout:error': [info: { rollout: string; error: IntermissionError }];
@@ -40,7 +48,17 @@ export interface ExecutorOptions {
   readonly pollGraceMs?: number;
 }
 
-const FINISHED = new Set(['succeeded', 'failed']);
+/** What {@link RolloutExecutor.cancelEvent} did. */
+export interface EventCancellation {
+  /** The operator's event, as cancelled. */
+  readonly event: MaintenanceEvent;
+  /** The rollout whose event it was; undefined when no active rollout holds it any more. */
+  readonly rollout: string | undefined;
+  /** Host steps recorded as cancelled: their hosts are left out of the wave. */
+  readonly steps: readonly StepRecord[];
+  /** Other events withdrawn with it, because only the cancelled steps needed them. */
+  readonly alsoWithdrawn: readonly string[];
+}
 
 /**
  * Applies rollout plans: publishes each wave's events, dispatches a host step once every event of
@@ -58,6 +76,8 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
   readonly #maxResidualMs: number;
   readonly #pollGraceMs: number;
   #reconciling: Promise<void> | undefined;
+  /** Reconcile passes and event cancellations run one at a time (see {@link cancelEvent}). */
+  #exclusive: Promise<unknown> = Promise.resolve();
 
   constructor(options: ExecutorOptions) {
     super();
@@ -117,12 +137,73 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     return rollout;
   }
 
+  /**
+   * An operator cancels a Scheduled event of a rollout. The host steps with a VM of the event are
+   * recorded as `cancelled` (by `by`, now) before the event is withdrawn, so that no pass, and no
+   * restarted controller, takes the missing event for a failure; they do not count against the
+   * failure budget, and the rollout goes on with the other hosts. Events that only those steps
+   * needed are withdrawn too. An event no active rollout holds is simply cancelled.
+   *
+   * Runs between reconcile passes, never during one, so a step cannot be dispatched on an event
+   * being cancelled. CONFLICT when the event is not Scheduled (it started: its impact may be under
+   * way), NOT_FOUND when it is not live.
+   */
+  cancelEvent(eventId: string, options: { readonly by: string }): Promise<EventCancellation> {
+    return this.#serially(() => this.#cancelEvent(eventId.toUpperCase(), options.by));
+  }
+
+  async #cancelEvent(eventId: string, by: string): Promise<EventCancellation> {
+    const event = this.#events.get(eventId);
+    if (!event) throw new IntermissionError('NOT_FOUND', `no live event ${eventId}`);
+    if (event.phase !== 'Scheduled') {
+      throw new IntermissionError(
+        'CONFLICT',
+        `event ${eventId} is ${event.phase}; only Scheduled events can be cancelled (its maintenance may be under way)`,
+      );
+    }
+    const rollout = (await this.#store.listRollouts({ active: true })).find((r) =>
+      r.plan.waves[r.wave]?.events.some((e) => e.eventId === eventId),
+    );
+    const wave = rollout?.plan.waves[rollout.wave];
+    if (!rollout || !wave) {
+      const [cancelled] = await this.#events.cancel([eventId]);
+      return { event: cancelled ?? event, rollout: undefined, steps: [], alsoWithdrawn: [] };
+    }
+    const now = this.#clock.now();
+    const plan = planEventCancellation({
+      rolloutId: rollout.id,
+      wave,
+      steps: await this.#store.listSteps(rollout.id, { wave: rollout.wave }),
+      eventId,
+      by,
+      now,
+      isScheduled: (id) => this.#events.get(id)?.phase === 'Scheduled',
+    });
+    // Recorded first: should the withdrawal fail, the next pass withdraws what no step needs.
+    // The rollout record is not written: a pause or cancel of the rollout may be under way.
+    if (plan.steps.length > 0) await this.#store.saveProgress({ steps: plan.steps });
+    const cancelled = await this.#events.cancel(plan.withdraw);
+    for (const step of plan.steps) this.emit('rollout:step:cancelled', step);
+    return {
+      event: cancelled.find((e) => e.eventId === eventId) ?? event,
+      rollout: rollout.id,
+      steps: plan.steps,
+      alsoWithdrawn: plan.withdraw.filter((id) => id !== eventId),
+    };
+  }
+
   /** One pass over every active rollout. Concurrent calls share one pass. */
   reconcileOnce(): Promise<void> {
-    this.#reconciling ??= this.#reconcileAll().finally(() => {
+    this.#reconciling ??= this.#serially(() => this.#reconcileAll()).finally(() => {
       this.#reconciling = undefined;
     });
     return this.#reconciling;
+  }
+
+  #serially<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#exclusive.then(work, work);
+    this.#exclusive = run.catch(() => undefined);
+    return run;
   }
 
   async #reconcileAll(): Promise<void> {
@@ -145,7 +226,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     let steps = await this.#store.listSteps(rollout.id, { wave: rollout.wave });
     steps = await this.#pollDispatched(rollout, wave, steps);
     rollout = (await this.#store.getRollout(rollout.id)) ?? rollout;
-    await this.#endFinishedEvents(wave, steps);
+    await this.#endFinishedEvents(rollout.id, wave, steps);
 
     if (rollout.status === 'cancelled' || rollout.status === 'halted' || rollout.status === 'paused') return;
     const now = this.#clock.now();
@@ -166,7 +247,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
       return;
     }
     if (rollout.wavePhase === 'published') {
-      if (steps.every((s) => FINISHED.has(s.status))) {
+      if (steps.every((s) => FINISHED_STEP_STATUSES.has(s.status))) {
         await this.#finishWave(rollout, wave, steps, now);
         return;
       }
@@ -175,7 +256,16 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     }
     // settling
     if (rollout.settleUntil !== null && now < rollout.settleUntil) return;
-    const gate = await this.#healthGate(rollout, wave, steps, now);
+    const gate = await healthGate({
+      rollout,
+      wave,
+      steps,
+      now,
+      agent: this.#agent,
+      events: this.#events,
+      maxResidualMs: this.#maxResidualMs,
+      pollGraceMs: this.#pollGraceMs,
+    });
     if (gate === 'wait') return;
     const failedHosts = rollout.failedHosts + gate.failedHosts.length;
     this.emit('rollout:wave:settled', { rollout: rollout.id, wave: wave.index, failedHosts: gate.failedHosts.length });
@@ -189,13 +279,16 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
       return;
     }
     const next = rollout.wave + 1;
+    const completed = next >= rollout.plan.waves.length;
     await this.#save({
       ...rollout,
       failedHosts,
       wave: next,
       wavePhase: 'pending',
       wavePublishedAt: null,
-      ...(next >= rollout.plan.waves.length ? { status: 'completed' as const } : {}),
+      ...(completed
+        ? { status: 'completed' as const, reason: completionNote(await this.#store.listSteps(rollout.id)) }
+        : {}),
     });
   }
 
@@ -391,84 +484,20 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     return steps;
   }
 
-  /** Ends each Started event of the wave once every step touching its VMs has finished. */
-  async #endFinishedEvents(wave: Wave, steps: StepRecord[]): Promise<void> {
-    const finishedHosts = new Set(steps.filter((s) => FINISHED.has(s.status)).map((s) => s.host));
-    const waiting = new Map<string, boolean>();
-    for (const step of wave.batches.flatMap((b) => b.steps)) {
-      for (const vm of step.vms) {
-        if (vm.eventId === null) continue;
-        waiting.set(vm.eventId, (waiting.get(vm.eventId) ?? false) || !finishedHosts.has(step.host));
-      }
-    }
-    const done = [...waiting]
-      .filter(([id, wait]) => !wait && this.#events.get(id)?.phase === 'Started')
-      .map(([id]) => id);
-    if (done.length > 0) await this.#events.end(done);
+  /**
+   * Once every step touching an event's VMs has finished: ends it when Started, withdraws it when
+   * still Scheduled (its steps were cancelled or abandoned, so nothing will happen to its VMs).
+   */
+  async #endFinishedEvents(rolloutId: string, wave: Wave, steps: StepRecord[]): Promise<void> {
+    const { end, withdraw } = settledEvents(rolloutId, wave, steps, (id) => this.#events.get(id)?.phase);
+    if (end.length > 0) await this.#events.end(end);
+    if (withdraw.length > 0) await this.#events.cancel(withdraw);
   }
 
   async #finishWave(rollout: RolloutRecord, wave: Wave, steps: StepRecord[], now: number): Promise<void> {
-    await this.#endFinishedEvents(wave, steps);
+    await this.#endFinishedEvents(rollout.id, wave, steps);
     const current = (await this.#store.getRollout(rollout.id)) ?? rollout;
     await this.#save({ ...current, wavePhase: 'settling', settleUntil: now + current.plan.policy.settleMs });
-  }
-
-  /**
-   * After the settle time: every VM of the wave's succeeded steps runs, its clock residual is within
-   * bound, and a VM that read Scheduled Events before the wave has read them again since its step.
-   * Failed steps were counted when they finished.
-   */
-  async #healthGate(
-    rollout: RolloutRecord,
-    wave: Wave,
-    steps: StepRecord[],
-    now: number,
-  ): Promise<'wait' | { failedHosts: string[]; reasons: string[] }> {
-    const failedHosts = new Set<string>();
-    const reasons: string[] = [];
-    const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [s.host, s]));
-    for (const record of steps) {
-      if (record.status !== 'succeeded') {
-        reasons.push(`${record.host}: step failed (${record.error ?? 'unknown'})`);
-        continue;
-      }
-      const step = planned.get(record.host);
-      if (!step) continue;
-      let vms: Awaited<ReturnType<AgentClient['vms']>>;
-      try {
-        vms = await this.#agent(record.host).vms();
-      } catch (error) {
-        // An agent restarting right now is not a failed host: ask again for up to the grace time.
-        if (now < (rollout.settleUntil ?? now) + this.#pollGraceMs) return 'wait';
-        failedHosts.add(record.host);
-        reasons.push(`${record.host}: agent unreachable for the health gate (${coerceError(error).message})`);
-        continue;
-      }
-      const states = new Map(vms.map((v) => [v.name, v.state]));
-      const results = new Map(((record.result as HostStepStatus | null)?.vms ?? []).map((v) => [v.name, v]));
-      for (const vm of step.vms) {
-        if (vm.classification.path === 'redeploy') continue; // it left the host
-        if (states.get(vm.name) !== 'running') {
-          failedHosts.add(record.host);
-          reasons.push(`${vm.name} is ${states.get(vm.name) ?? 'missing'}`);
-        }
-        const residual = results.get(vm.name)?.clockResidualMs;
-        if (residual !== null && residual !== undefined && Math.abs(residual) > this.#maxResidualMs) {
-          failedHosts.add(record.host);
-          reasons.push(`${vm.name} clock residual ${residual} ms above ${this.#maxResidualMs} ms`);
-        }
-        // A VM that was reading Scheduled Events when its step began must read them again after it.
-        const lastPoll = this.#events.lastPoll(vm.name);
-        const dispatchedAt = record.dispatchedAt ?? now;
-        const finishedAt = record.finishedAt ?? now;
-        if (lastPoll !== undefined && lastPoll >= dispatchedAt - this.#pollGraceMs && lastPoll < finishedAt) {
-          if (now < finishedAt + this.#pollGraceMs) return 'wait';
-          failedHosts.add(record.host);
-          reasons.push(`${vm.name} has not read Scheduled Events since its maintenance`);
-        }
-      }
-    }
-    return { failedHosts: [...failedHosts], reasons };
   }
 
   async #withdrawScheduled(rollout: RolloutRecord): Promise<void> {

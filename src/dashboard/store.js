@@ -31,7 +31,7 @@ export const initialState = Object.freeze({
 
 /** @type {Readonly<Record<string, number>>} */
 const PHASE_RANK = { Scheduled: 0, Started: 1, Ended: 2, Removed: 3 };
-const STEP_RANK = { pending: 0, dispatched: 1, succeeded: 2, failed: 2 };
+const STEP_RANK = { pending: 0, dispatched: 1, succeeded: 2, failed: 2, cancelled: 2 };
 
 /**
  * @param {EventView | undefined} old
@@ -168,6 +168,14 @@ function applyLive(state, message) {
       return withActivity(
         withSteps(s, step.rolloutId, [step]),
         { tone: 'info', text: `${step.host}: host step dispatched (wave ${step.wave + 1})` },
+        message,
+      );
+    }
+    case 'rollout:step:cancelled': {
+      const step = message.data.step;
+      return withActivity(
+        withSteps(s, step.rolloutId, [step]),
+        { tone: 'info', text: `${step.host}: ${step.cancellation?.reason ?? 'host step cancelled by an operator'}` },
         message,
       );
     }

@@ -37,8 +37,11 @@ export type EventPhase = (typeof EVENT_PHASES)[number];
 export const EVENT_SOURCES = ['Platform', 'User'] as const;
 export type EventSource = (typeof EVENT_SOURCES)[number];
 
-/** Why an event left the documents. */
-export const REMOVAL_REASONS = ['completed', 'cancelled'] as const;
+/**
+ * Why an event left the documents. `retired`: removed by a store migration because a time it held
+ * could not be read back (see docs/limits.md, "Event times").
+ */
+export const REMOVAL_REASONS = ['completed', 'cancelled', 'retired'] as const;
 export type RemovalReason = (typeof REMOVAL_REASONS)[number];
 
 /** Update domains per availability set: default and upper bound (Azure's). */

@@ -1,9 +1,13 @@
 import { Hono } from 'hono';
 import { HOUR, IntermissionError, coerceError, scopeOf, type ScopeDocument, type Vm } from '../domain/index.js';
+import { servesAttested } from './attested/document.js';
+import { attestedResponse } from './attested/respond.js';
+import type { AttestationSigner } from './attested/signer.js';
 import type { MetadataBackend } from './backend.js';
 import { MetadataRequestError } from './errors.js';
 import type { MetadataEventListener, MetadataEventMap } from './events.js';
 import { instanceDocument, selectInstanceNode, type InstanceDocument } from './instance.js';
+import { rawTargetVerdict, type RawRequestLine } from './raw-target.js';
 import { parseStartRequests } from './scheduled-events.js';
 import {
   INSTANCE_API_VERSIONS,
@@ -52,6 +56,11 @@ export interface MetadataAppOptions {
   readonly disableAfterIdleMs?: number;
   /** Largest request body accepted, in bytes; bigger ones get 413. Default 64 KiB. */
   readonly maxBodyBytes?: number;
+  /**
+   * Signs `/metadata/attested/document` (see {@link openAttestationKey}). Without it that path is
+   * answered 404, as any path the service does not serve.
+   */
+  readonly attestation?: AttestationSigner;
   /** Receives what the service reports (approvals, unknown ids, refusals, failures). */
   readonly onEvent?: MetadataEventListener;
 }
@@ -71,8 +80,20 @@ export interface MetadataApp {
    * which socket the request came through); nothing in the request can change it.
    */
   fetch(request: Request, vm: string): Response | Promise<Response>;
+  /**
+   * Judges the raw request line (see {@link rawTargetVerdict}) before `fetch`: the listener calls it
+   * with what only the socket still knows. Returns the answer to send instead, or undefined.
+   */
+  preflight(line: RawRequestLine, vm: string): PreflightAnswer | undefined;
   /** The underlying Hono app (env `{ vm }`), e.g. for `hono.request(path, init, { vm })` in tests. */
   readonly hono: Hono<MetadataEnv>;
+}
+
+/** A refusal made before the app: written to the socket as it is. */
+export interface PreflightAnswer {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
 }
 
 /** Default per-VM rate: IMDS throttles at "about 5 requests per second". */
@@ -122,12 +143,14 @@ export function createMetadataApp(options: MetadataAppOptions): MetadataApp {
   hono.all('/metadata/scheduledevents', (c) => service.scheduledEvents(c.req.raw, c.env.vm));
   // `/metadata/instance/*` matches `/metadata/instance` itself too.
   hono.all('/metadata/instance/*', (c) => service.instance(c.req.raw, c.env.vm, c.req.path));
+  hono.all('/metadata/attested/document', (c) => service.attested(c.req.raw, c.env.vm));
   hono.all('/metadata/versions', (c) => service.versions(c.req.raw, c.env.vm));
   hono.all('/metadata', (c) => service.root(c.req.raw, c.env.vm));
   hono.notFound((c) => service.notFound(c.req.raw, c.env.vm));
   hono.onError((error, c) => service.errorResponse(error, c.req.raw, c.env.vm));
   return {
     hono,
+    preflight: (line, vm) => service.preflight(line, vm),
     fetch: (request, vm) => {
       const answer = hono.fetch(request, { vm });
       // The hot path stays synchronous when the answer is (a cached GET).
@@ -143,6 +166,7 @@ class MetadataService {
   readonly #limiter: TokenBuckets | undefined;
   readonly #maxBodyBytes: number;
   readonly #onEvent: MetadataEventListener | undefined;
+  readonly #attestation: AttestationSigner | undefined;
   readonly #scopes: ScopeDocuments;
   /** Instance documents by VM (a fleet reload brings new Vm objects) and version. */
   readonly #instances = new WeakMap<Vm, Map<InstanceApiVersion, InstanceDocument>>();
@@ -173,6 +197,7 @@ class MetadataService {
       throw new IntermissionError('INVALID_INPUT', `disableAfterIdleMs must be above 0, got ${disableAfterIdleMs}`);
     }
     this.#onEvent = options.onEvent;
+    this.#attestation = options.attestation;
     this.#scopes = new ScopeDocuments({
       enablementDelayMs,
       disableAfterIdleMs,
@@ -226,6 +251,21 @@ class MetadataService {
     return jsonResponse(200, JSON.stringify(node));
   }
 
+  /** `/metadata/attested/document`: the VM's facts signed as PKCS#7 (spec 2, IMDS-doc "Attested data"). */
+  async attested(request: Request, vm: string): Promise<Response> {
+    const now = this.#backend.now();
+    const query = this.#checkRequest(request, vm, now);
+    const signer = this.#attestation;
+    if (signer === undefined) throw new MetadataRequestError('NOT_FOUND', { detail: 'no attestation key configured' });
+    if (request.method !== 'GET') throw methodNotAllowed(GET_ONLY, request.method);
+    const version = query.get('api-version');
+    if (!isInstanceApiVersion(version) || !servesAttested(version)) throw invalidVersion(INSTANCE_NEWEST, version);
+    const info = this.#backend.vm(vm);
+    if (info === undefined) throw new MetadataRequestError('NOT_FOUND', { detail: `VM ${vm} is not in the fleet` });
+    const body = await attestedResponse({ signer, vm: info, version, nonce: query.get('nonce'), now });
+    return jsonResponse(200, JSON.stringify(body));
+  }
+
   /** `/metadata/versions`: unversioned, lists the instance api-versions. */
   versions(request: Request, vm: string): Response {
     this.#checkRequest(request, vm, this.#backend.now());
@@ -246,6 +286,30 @@ class MetadataService {
   notFound(request: Request, vm: string): Response {
     this.#checkRequest(request, vm, this.#backend.now());
     throw new MetadataRequestError('NOT_FOUND', { detail: `no route for ${pathOf(request.url)}` });
+  }
+
+  /** The raw request line's verdict, reported as any refusal is. */
+  preflight(line: RawRequestLine, vm: string): PreflightAnswer | undefined {
+    const refusal = rawTargetVerdict(line);
+    if (refusal === undefined) return undefined;
+    const { method } = line;
+    const path = pathOf(line.target);
+    this.#emit('imds:rejected', {
+      vm,
+      method,
+      path,
+      status: refusal.status,
+      code: refusal.code,
+      detail: refusal.detail,
+    });
+    this.#emit('imds:response', { vm, method, path, status: refusal.status });
+    const body = JSON.stringify(refusal.toJSON());
+    const length = String(new TextEncoder().encode(body).length);
+    return {
+      status: refusal.status,
+      headers: { 'content-type': JSON_CONTENT_TYPE, 'content-length': length, ...refusal.headers },
+      body,
+    };
   }
 
   /** The one place where failures become responses. */
@@ -369,7 +433,8 @@ function jsonResponse(status: number, body: string, extra?: Readonly<Record<stri
 }
 
 function pathOf(url: string): string {
-  const start = url.indexOf('/', url.indexOf('://') + 3);
+  const scheme = url.indexOf('://');
+  const start = scheme === -1 ? url.indexOf('/') : url.indexOf('/', scheme + 3);
   if (start === -1) return '/';
   const end = url.indexOf('?', start);
   return end === -1 ? url.slice(start) : url.slice(start, end);

@@ -44,12 +44,27 @@ export const METADATA_ERRORS = {
     retryable: false,
     text: 'Bad request. format=text is only supported for a leaf value',
   },
+  /**
+   * A `nonce` on `/metadata/attested/document` over 32 characters or with characters other than
+   * letters, digits and `-` (SWAGGER: "up to 32 random alphanumeric characters"). [rec]
+   */
+  INVALID_NONCE: {
+    status: 400,
+    retryable: false,
+    text: 'Bad request. nonce must be up to 32 letters or digits',
+  },
   /** A POST body that is not `{"StartRequests":[{"EventId":"…"}]}`. [rec] */
   MALFORMED_BODY: {
     status: 400,
     retryable: false,
     text: 'Bad request. The body must be JSON of the form {"StartRequests":[{"EventId":"<id>"}]}',
   },
+  /**
+   * A request line no HTTP/1 metadata client sends: a version other than 1.0/1.1, a target that is
+   * not origin-form (absolute-form is for proxies), or a `#` fragment. IMDS-doc: 400 for a malformed
+   * request. [rec]
+   */
+  MALFORMED_REQUEST: { status: 400, retryable: false, text: 'Bad request. The request line is malformed' },
   /** No such path, or no such key or index under `/metadata/instance`. [rec] */
   NOT_FOUND: { status: 404, retryable: false, text: 'Not found' },
   /** A method the endpoint does not serve; the response lists the allowed ones in `Allow`. [rec] */

@@ -44,3 +44,13 @@ export interface MetadataEventMap {
 
 /** Receives every {@link MetadataEventMap} event. Exceptions it throws are swallowed. */
 export type MetadataEventListener = <K extends keyof MetadataEventMap>(name: K, payload: MetadataEventMap[K]) => void;
+
+/**
+ * A listener that passes on only `imds:error` (a failure on our side, answered to the guest with a
+ * generic body): the detail the guest never sees, for the process's log.
+ */
+export function onMetadataError(report: (failure: MetadataEventMap['imds:error']) => void): MetadataEventListener {
+  return (name, payload) => {
+    if (name === 'imds:error') report(payload as MetadataEventMap['imds:error']);
+  };
+}

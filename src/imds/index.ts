@@ -14,7 +14,27 @@ export {
   type MetadataAppOptions,
   type MetadataEnv,
   type MetadataRateLimit,
+  type PreflightAnswer,
 } from './app.js';
+export {
+  ATTESTED_SINCE,
+  ATTESTED_VALIDITY_MS,
+  MAX_NONCE_LENGTH,
+  attestedDocument,
+  attestedNonce,
+  attestedTime,
+  type AttestedDocument,
+} from './attested/document.js';
+export {
+  ATTESTATION_CERT_FILE,
+  ATTESTATION_DIR,
+  ATTESTATION_KEY_FILE,
+  openAttestationKey,
+  type OpenAttestationKeyOptions,
+} from './attested/key-store.js';
+export type { AttestedResponse } from './attested/respond.js';
+export type { AttestationSigner } from './attested/signer.js';
+export { rawTargetVerdict, type RawRequestLine } from './raw-target.js';
 export {
   listenMetadata,
   type ListenMetadataOptions,
@@ -29,7 +49,7 @@ export {
   type MetadataErrorCode,
   type MetadataRequestErrorOptions,
 } from './errors.js';
-export type { MetadataEventListener, MetadataEventMap } from './events.js';
+export { onMetadataError, type MetadataEventListener, type MetadataEventMap } from './events.js';
 export {
   parseStartRequests,
   renderScheduledEvents,

@@ -234,7 +234,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
   });
   const hostSteps: Gauge<'rollout' | 'status'> = new Gauge({
     name: METRIC_NAMES.rolloutHostSteps,
-    help: 'Host steps of a rollout by status (pending, dispatched, succeeded, failed). Per rollout id, only while the rollout is running, paused or halted.',
+    help: 'Host steps of a rollout by status (pending, dispatched, succeeded, failed, cancelled by an operator). Per rollout id, only while the rollout is running, paused or halted.',
     labelNames: ['rollout', 'status'] as const,
     registers,
     collect: () => {
@@ -468,6 +468,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
         census.stepFinished(step, false);
         stepsFinished.inc({ result: 'failed' });
       });
+      const onCancelled = guarded('rollout:step:cancelled', (step: StepRecord) => census.stepCancelled(step));
       const onSettled = guarded('rollout:wave:settled', (info: { failedHosts: number }) => {
         if (info.failedHosts > 0) gateFailures.inc(info.failedHosts);
       });
@@ -479,6 +480,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
       executor.on('rollout:step:dispatched', onDispatched);
       executor.on('rollout:step:finished', onFinished);
       executor.on('rollout:step:abandoned', onAbandoned);
+      executor.on('rollout:step:cancelled', onCancelled);
       executor.on('rollout:wave:settled', onSettled);
       executor.on('rollout:error', onError);
       return () => {
@@ -487,6 +489,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
         executor.off('rollout:step:dispatched', onDispatched);
         executor.off('rollout:step:finished', onFinished);
         executor.off('rollout:step:abandoned', onAbandoned);
+        executor.off('rollout:step:cancelled', onCancelled);
         executor.off('rollout:wave:settled', onSettled);
         executor.off('rollout:error', onError);
       };

@@ -7,6 +7,7 @@ import { createSimFleet, realTime, type SimHost } from '../hypervisor/sim/index.
 import type { ListenAddress } from './address.js';
 import { serveFetch } from './http.js';
 import { ensurePrivateDir } from './private-files.js';
+import { AGENT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
 import type { Logger } from './logging.js';
 import { openQemuHost, type QemuHostConfig, type QemuHostStart } from './qemu-host.js';
 
@@ -32,6 +33,8 @@ export interface AgentRuntimeOptions {
   /** Default: a simulated host seeded with 1. */
   readonly driver?: AgentDriverChoice;
   readonly logger?: Logger;
+  /** Limits of the agent API's listener; figures not given are {@link AGENT_HTTP_LIMITS}. */
+  readonly httpLimits?: Partial<HttpLimits>;
 }
 
 /** A running host agent process. */
@@ -108,6 +111,7 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
           ? simApp.fetch(request)
           : agentApp.fetch(request),
       options.listen,
+      { defaults: AGENT_HTTP_LIMITS, ...(options.httpLimits ? { limits: options.httpLimits } : {}) },
     );
   } catch (error) {
     await agent.close();

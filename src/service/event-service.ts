@@ -14,6 +14,8 @@ import {
   type Mutation,
   type ScheduleInput,
   type ScopeDocument,
+  type Timer,
+  type Timers,
   type Vm,
 } from '../domain/index.js';
 import type { MetadataBackend } from '../imds/backend.js';
@@ -45,7 +47,18 @@ export interface EventServiceOptions {
   readonly timing: EventTiming;
   /** Event id factory (uppercase GUID); random by default. */
   readonly newId?: () => string;
+  /** Timers of the background ticks; real `setTimeout` (unref'd) by default. Tests inject virtual ones. */
+  readonly timers?: Timers;
 }
+
+/** The real timers: `setTimeout`, unref'd so that a pending tick never keeps the process alive. */
+export const realTimers: Timers = Object.freeze({
+  after(ms: number, callback: () => void): Timer {
+    const handle = setTimeout(callback, Math.max(0, ms));
+    handle.unref();
+    return { cancel: () => clearTimeout(handle) };
+  },
+});
 
 /** Prefix of the owner of events that no executor drives: drills and user events. */
 export const DRILL_OWNER_PREFIX = 'drill:';
@@ -72,7 +85,14 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
   #fleet: FleetIndex;
   #queue: Promise<unknown> = Promise.resolve();
   readonly #lastPoll = new Map<string, number>();
-  #timer: NodeJS.Timeout | undefined;
+  readonly #timers: Timers;
+  #timer: Timer | undefined;
+  /** When the armed timer fires (virtual or real milliseconds since the epoch). */
+  #wakeAt: number | undefined;
+  /** No pass before this time: set after a failed pass. */
+  #retryAt = 0;
+  /** The background pass under way, started by the timer; see {@link idle}. */
+  #pass: Promise<void> | undefined;
   #ticking: Promise<TickResult> | undefined;
   #running = false;
 
@@ -81,6 +101,7 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
     this.#fleet = options.fleet;
     this.#store = options.store;
     this.#clock = options.clock;
+    this.#timers = options.timers ?? realTimers;
     this.#book = new EventBook({
       timing: options.timing,
       resolver: options.fleet,
@@ -157,6 +178,15 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
 
   get(eventId: string): MaintenanceEvent | undefined {
     return this.#book.get(eventId.toUpperCase());
+  }
+
+  /**
+   * One event by id, live or removed: from memory when live, else one read of the store. Never
+   * loads the history.
+   */
+  async find(eventId: string): Promise<MaintenanceEvent | undefined> {
+    const id = eventId.toUpperCase();
+    return this.#book.get(id) ?? (await this.#store.getEvent(id));
   }
 
   /** History from the store, removed events included when asked. */
@@ -248,13 +278,17 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
     return { started, ended, removed };
   }
 
-  /** The next time {@link tick} has work, if any. */
+  /**
+   * The next time {@link tick} has work, if any: `now` when a drill is due already (approved, or
+   * past its NotBefore), when a drill's impact is over or a linger ran out; else the soonest of
+   * those times. Events that an executor starts do not count: the tick does not start them.
+   */
   nextDeadline(): number | undefined {
     const now = this.now();
-    let next = this.#book.nextDeadline(now);
+    let next = this.#book.nextDeadline(now, { starts: isDrill });
     for (const e of this.#book.list()) {
       if (isDrill(e) && e.phase === 'Started') {
-        const t = (e.startedAt ?? now) + this.#impactMs(e);
+        const t = Math.max(now, (e.startedAt ?? now) + this.#impactMs(e));
         if (next === undefined || t < next) next = t;
       }
     }
@@ -271,32 +305,64 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
   /** Stops the background ticks and waits for a pass under way. Idempotent. */
   async stop(): Promise<void> {
     this.#running = false;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
+    this.#wakeAt = undefined;
+    await this.#pass;
     await this.#ticking;
     await this.#queue.catch(() => undefined);
   }
 
-  /** Re-arms the timer for the next deadline (capped so that clock jumps are noticed). */
+  /** Resolves once no background pass started by the timer is under way (for tests in virtual time). */
+  async idle(): Promise<void> {
+    while (this.#pass) await this.#pass;
+  }
+
+  /**
+   * Arms the timer for the next deadline after a change or a pass. The rules that keep every
+   * scope's transitions on time whatever the others do (issue 12, item 3):
+   * - the wake-up is the earliest due transition of any scope, `now` for one due already;
+   * - a change never postpones a wake-up that is already armed earlier: it can only bring it
+   *   forward (a steady stream of changes used to reset the timer for ever);
+   * - the sleep is capped at {@link MAX_IDLE_MS}, so that a jump of the wall clock is noticed;
+   * - after a failed pass the next one waits {@link RETRY_AFTER_FAILURE_MS}, so that a store that
+   *   keeps failing is not hammered by a loop of passes due "now".
+   */
   #kick(): void {
     if (!this.#running) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    const next = this.nextDeadline();
-    const delay = next === undefined ? MAX_IDLE_MS : Math.min(MAX_IDLE_MS, Math.max(0, next - this.now()));
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.tick()
-        .catch((error: unknown) => {
+    const now = this.now();
+    let at = Math.min(this.nextDeadline() ?? Number.POSITIVE_INFINITY, now + MAX_IDLE_MS);
+    at = Math.max(at, this.#retryAt, now);
+    if (this.#timer && this.#wakeAt !== undefined && this.#wakeAt <= at) return;
+    this.#timer?.cancel();
+    this.#wakeAt = at;
+    this.#timer = this.#timers.after(at - now, () => this.#wake());
+  }
+
+  /** The timer fired: one pass, then the next wake-up. */
+  #wake(): void {
+    this.#timer = undefined;
+    this.#wakeAt = undefined;
+    const pass = this.tick()
+      .then(
+        () => {
+          this.#retryAt = 0;
+        },
+        (error: unknown) => {
+          this.#retryAt = this.now() + RETRY_AFTER_FAILURE_MS;
           this.emit(
             'tick:error',
             error instanceof IntermissionError
               ? error
               : new IntermissionError('INTERNAL', String(error), { cause: error }),
           );
-        })
-        .finally(() => this.#kick());
-    }, delay);
-    this.#timer.unref();
+        },
+      )
+      .finally(() => {
+        if (this.#pass === pass) this.#pass = undefined;
+        this.#kick();
+      });
+    this.#pass = pass;
   }
 
   #impactMs(event: MaintenanceEvent): number {
@@ -328,6 +394,12 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
 
 /** Longest the ticker sleeps without a deadline, so that wall-clock jumps are noticed. */
 const MAX_IDLE_MS = 1000;
+
+/**
+ * Pause after a failed pass before the next: a drill that is due "now" while the store keeps
+ * failing would otherwise spin the ticker in a tight loop of failing passes.
+ */
+const RETRY_AFTER_FAILURE_MS = 1000;
 
 const NOTHING = { mutation: EMPTY_MUTATION, events: [] as MaintenanceEvent[] };
 

@@ -14,13 +14,14 @@ import { LiveHub } from '../control/live.js';
 import { feedLiveHub } from '../control/live-feed.js';
 import { DEFAULT_OPERATOR_TTL_MS, TokenAuthority, writeFileAtomic } from '../control/tokens.js';
 import { DashboardSessions } from '../control/sessions.js';
-import { createMetadataApp, listenMetadata } from '../imds/index.js';
+import { createMetadataApp, listenMetadata, onMetadataError, openAttestationKey } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
 import { ensurePrivateDir, preparePrivateDatabase, restrictMode } from './private-files.js';
 import { EventService } from './event-service.js';
 import { serveFetch } from './http.js';
+import type { HttpLimits } from './http-limits.js';
 import { logEventService, logExecutor, type Logger } from './logging.js';
 import type { HostAgents } from './sim-hosts.js';
 import { Controller } from '../controller/controller.js';
@@ -48,6 +49,13 @@ export interface MetadataRuntimeOptions {
   readonly hosts?: (ctx: { stateDir: string }) => Promise<HostAgents>;
   /** Who may scrape GET /metrics of the control API: `none` (default) or `token`. See docs/security.md. */
   readonly metricsAuth?: MetricsAuth;
+  /**
+   * Limits of the listeners (docs/limits.md): figures not given are `CONTROL_HTTP_LIMITS` for the
+   * control API and `METADATA_HTTP_LIMITS` for each VM's metadata listener.
+   */
+  readonly httpLimits?: { readonly control?: Partial<HttpLimits>; readonly metadata?: Partial<HttpLimits> };
+  /** Live streams (GET /v1/stream) one token may hold at once; default 8. */
+  readonly maxLiveStreamsPerToken?: number;
 }
 
 export interface MetadataRuntime {
@@ -89,6 +97,8 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   const dbPath = join(stateDir, 'intermission.db');
   await preparePrivateDatabase(dbPath);
   const store = await openSqliteStore({ path: dbPath });
+  // A migration that repaired data says what it repaired (e.g. events retired for unreadable times).
+  for (const r of store.migration.reports) options.logger?.warn({ migration: r.version, rows: r.rows }, r.summary);
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -138,6 +148,9 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     renewal.unref();
     cleanups.push(() => Promise.resolve(clearInterval(renewal)));
     const sessions = new DashboardSessions({ tokens, now: () => clock.now() });
+    // Signs /metadata/attested/document; created once in <state>/attestation, kept across restarts.
+    const attestation = await openAttestationKey({ stateDir });
+    options.logger?.info({ fingerprint256: attestation.fingerprint256 }, 'attestation key ready');
     const metrics = createMetrics({ processMetrics: true });
     metrics.observeEventService(service);
     if (controller) {
@@ -148,7 +161,12 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       metrics.observeExecutor(controller.executor, { restore: { rollouts, steps } });
     }
     for (const agent of hosts?.agents.values() ?? []) metrics.observeAgent(agent);
-    const live = new LiveHub({ now: () => service.now() });
+    const live = new LiveHub({
+      now: () => service.now(),
+      ...(options.maxLiveStreamsPerToken === undefined
+        ? {}
+        : { maxStreamsPerPrincipal: options.maxLiveStreamsPerToken }),
+    });
     const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
     cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
@@ -157,11 +175,13 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         tokens,
         live,
         metrics,
+        attestation,
         sessions,
         ...(options.metricsAuth ? { metricsAuth: options.metricsAuth } : {}),
         ...(controller ? { controller } : {}),
       }).fetch,
       options.control,
+      options.httpLimits?.control ? { limits: options.httpLimits.control } : {},
     );
     cleanups.push(() => control.close());
     cleanups.push(() => Promise.resolve(live.close())); // runs first: open streams end, so the server can close
@@ -171,8 +191,26 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         '\n',
     );
 
-    const metadataApp = createMetadataApp({ backend: service, onEvent: metrics.metadataListener });
-    const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
+    // A failure on our side reaches the guest as a generic body; its detail goes to the log.
+    const logFailure = onMetadataError((f) =>
+      options.logger?.error(
+        { vm: f.vm, method: f.method, path: f.path, code: f.error.code, err: f.error },
+        'metadata request failed',
+      ),
+    );
+    const metadataApp = createMetadataApp({
+      backend: service,
+      attestation,
+      onEvent: (name, payload) => {
+        metrics.metadataListener(name, payload);
+        logFailure(name, payload);
+      },
+    });
+    const listeners = await listenMetadata({
+      app: metadataApp,
+      bindings: options.bindings,
+      ...(options.httpLimits?.metadata ? { limits: options.httpLimits.metadata } : {}),
+    });
     cleanups.push(() => listeners.close());
     // Unix sockets get the umask's mode when bound; only this user may connect to them.
     for (const a of [control.address, ...listeners.addresses.map((l) => l.address)]) {

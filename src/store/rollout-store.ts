@@ -1,3 +1,4 @@
+import { IntermissionError } from '../domain/index.js';
 import type { HostStep, Plan } from '../domain/rollout/index.js';
 
 /** Where a rollout is in its life. */
@@ -31,8 +32,27 @@ export interface RolloutRecord {
   readonly failedHosts: number;
 }
 
-export const STEP_STATUSES = ['pending', 'dispatched', 'succeeded', 'failed'] as const;
+/**
+ * Where a host step is. `cancelled`: an operator cancelled a Scheduled event of the step's VMs, so
+ * the step never ran and its host is left out of this wave (it is not a failure and does not count
+ * against the failure budget; {@link StepRecord.cancellation} says who and when).
+ */
+export const STEP_STATUSES = ['pending', 'dispatched', 'succeeded', 'failed', 'cancelled'] as const;
 export type StepStatus = (typeof STEP_STATUSES)[number];
+
+/** Statuses after which a step never changes again. */
+export const FINISHED_STEP_STATUSES: ReadonlySet<StepStatus> = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** Who cancelled a host step, when, and through which events. */
+export interface StepCancellation {
+  /** The operator (control-API principal name) who cancelled the event. */
+  readonly by: string;
+  readonly at: number;
+  /** The cancelled events of the step's VMs (the operator's, and those withdrawn with it). */
+  readonly eventIds: readonly string[];
+  /** One sentence for the operator. */
+  readonly reason: string;
+}
 
 /** One host step of a rollout as stored. `dispatched` is written before the agent is asked. */
 export interface StepRecord {
@@ -49,6 +69,8 @@ export interface StepRecord {
   readonly result: unknown;
   /** Failure summary for the operator, when failed. */
   readonly error: string | null;
+  /** Set when the step is `cancelled`. */
+  readonly cancellation: StepCancellation | null;
 }
 
 /** One measured operation on a VM: what the operator sees per VM against its budget. */
@@ -73,7 +95,12 @@ export interface VmOperationRecord {
  * rollout's record and the step rows it changes are written together.
  */
 export interface RolloutStore {
-  /** Creates a rollout with its steps (all pending). Refuses an id that exists (CONFLICT). */
+  /**
+   * Creates a rollout with its steps (all pending). Refuses, with CONFLICT and nothing written, an id
+   * that exists, and a rollout with a host that another rollout still holds (see
+   * {@link busyHostsOf}); the check and the insert are one transaction, so of two concurrent
+   * creations over the same hosts one fails.
+   */
   createRollout(rollout: RolloutRecord, steps: readonly StepRecord[]): Promise<void>;
   getRollout(id: string): Promise<RolloutRecord | undefined>;
   listRollouts(options?: { readonly active?: boolean }): Promise<RolloutRecord[]>;
@@ -112,7 +139,71 @@ export function pendingStepsOf(plan: Plan): StepRecord[] {
         finishedAt: null,
         result: null,
         error: null,
+        cancellation: null,
       })),
     ),
+  );
+}
+
+/** A host that an existing rollout still holds, as {@link busyHostsOf} reports it. */
+export interface BusyHost {
+  readonly host: string;
+  readonly rolloutId: string;
+  readonly rolloutStatus: RolloutStatus;
+  readonly stepStatus: StepStatus;
+}
+
+/** Rollout statuses that hold every host of their plan: their pending steps may still run. */
+export const HOLDING_ROLLOUT_STATUSES: ReadonlySet<RolloutStatus> = new Set(['running', 'paused']);
+
+/** How many overlapping hosts a refusal names (the count is always given). */
+export const OVERLAP_HOSTS_NAMED = 10;
+
+/**
+ * The rule behind {@link RolloutStore.createRollout}'s overlap check: a host is held by a running or
+ * paused rollout (any of its steps, finished or not: a later wave, or a health gate, still counts on
+ * it), and by any rollout whose step on it is still dispatched (a halted or cancelled rollout lets
+ * steps under way finish). Two rollouts on one host fail each other's steps and health gates.
+ */
+export function isHolding(rolloutStatus: RolloutStatus, stepStatus: StepStatus): boolean {
+  return HOLDING_ROLLOUT_STATUSES.has(rolloutStatus) || stepStatus === 'dispatched';
+}
+
+/**
+ * The CONFLICT a new rollout gets when `busy` (what the store found, in any order) holds some of its
+ * hosts; undefined when nothing overlaps. Names the first other rollout and up to
+ * {@link OVERLAP_HOSTS_NAMED} of the overlapping hosts.
+ */
+export function overlapConflict(
+  newRolloutId: string,
+  newHosts: ReadonlySet<string>,
+  busy: readonly BusyHost[],
+): IntermissionError | undefined {
+  const overlapping = busy
+    .filter((b) => b.rolloutId !== newRolloutId && newHosts.has(b.host) && isHolding(b.rolloutStatus, b.stepStatus))
+    .sort((a, b) => (a.rolloutId === b.rolloutId ? (a.host < b.host ? -1 : 1) : a.rolloutId < b.rolloutId ? -1 : 1));
+  const first = overlapping[0];
+  if (!first) return undefined;
+  const others = [...new Set(overlapping.map((b) => b.rolloutId))];
+  const hosts = [...new Set(overlapping.filter((b) => b.rolloutId === first.rolloutId).map((b) => b.host))];
+  const allHosts = new Set(overlapping.map((b) => b.host));
+  const named = hosts.slice(0, OVERLAP_HOSTS_NAMED);
+  const more = hosts.length > named.length ? ` and ${hosts.length - named.length} more` : '';
+  return new IntermissionError(
+    'CONFLICT',
+    `rollout ${newRolloutId} overlaps rollout ${first.rolloutId} (${first.rolloutStatus}) on ` +
+      `${hosts.length === 1 ? 'host' : `${hosts.length} hosts`} ${named.join(', ')}${more}` +
+      (others.length > 1 ? ` (and ${others.length - 1} other rollout(s): ${others.slice(1).join(', ')})` : '') +
+      `; wait for ${first.rolloutId} to end, or cancel it, or leave these hosts out of ${newRolloutId}`,
+    {
+      details: {
+        rollout: newRolloutId,
+        conflictsWith: first.rolloutId,
+        conflictStatus: first.rolloutStatus,
+        hosts: named,
+        overlappingHosts: allHosts.size,
+        rollouts: others,
+      },
+    },
   );
 }

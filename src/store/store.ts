@@ -44,6 +44,11 @@ export interface EventStore {
    * is harmless). An empty mutation writes nothing.
    */
   commit(mutation: Mutation): Promise<void>;
+  /**
+   * One event by id, removed ones included, or undefined: a single indexed read, so that a lookup
+   * of an unknown id never loads the history. `eventId` is matched as stored (uppercase GUID).
+   */
+  getEvent(eventId: string): Promise<MaintenanceEvent | undefined>;
   /** Events for operators, newest first (by creation time, then event id, both descending). */
   queryEvents(query?: EventQuery): Promise<MaintenanceEvent[]>;
   /** Waits for calls under way and releases the store; idempotent. Later calls fail with STORE_FAILURE. */

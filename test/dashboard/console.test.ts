@@ -15,11 +15,11 @@ import { countColor, imageStats, readPng } from './png.js';
 /** The VM whose metadata listener the test uses to approve an event, as a tenant application would. */
 const TENANT_VM = 'web_1';
 /**
- * Long enough for the page to show the VMs paused and a screenshot of a paused chip to be taken
- * while it still is, on a loaded CI host (with 4 s a fresh-clone CI once saw it resumed first),
- * well within the 30 s budget.
+ * The host patch's apply time: above the 3 s budget the plan preview uses to force fallbacks. How
+ * long the VMs stay paused does not depend on it: the test holds host-b's update (below) until it
+ * has looked at the paused VMs.
  */
-const APPLY = '8s';
+const APPLY = '4s';
 const LONG = 90_000;
 
 /** A full-page screenshot that shows a real page: its size, and far from blank. */
@@ -170,8 +170,14 @@ describe('operator console in chromium', { skip }, () => {
     assert.ok(rolloutId);
   });
 
-  it('starts the rollout from the page and follows it live: waves, steps, events, pause and resume', async () => {
+  it('starts the rollout from the page and follows it live: waves, steps, events, pause and resume', async (t) => {
     const { page } = w;
+    // host-b's update (wave 2) waits for this release, so that its VMs are still paused when the
+    // test looks at them: the test holds what it observes instead of racing the apply time.
+    const hostB = w.runtime.hosts?.simHosts.get('host-b');
+    assert.ok(hostB, 'the embedded default runs simulated hosts');
+    const holdHostB = hostB.holdUpdates();
+    t.after(() => holdHostB.release());
     await page.getByTestId('start').click();
     const detail = page.locator(`[data-testid=rollout-detail][data-rollout="${rolloutId}"]`);
     await detail.waitFor();
@@ -230,6 +236,7 @@ describe('operator console in chromium', { skip }, () => {
     assert.ok(countColor(chip, [219, 234, 254], 6) > chip.width * chip.height * 0.4, 'the chip is paused-blue');
     assertRendered(await w.shot('fleet-paused'), { width: 1440, height: 900 });
     assert.equal(await attr(page, '[data-testid=host][data-host=host-b]', 'data-state'), 'updating');
+    holdHostB.release();
 
     await page.getByTestId('tab-rollouts').click();
     await page.locator(`[data-testid=rollout-detail][data-status=completed]`).waitFor({ timeout: LONG });
@@ -239,9 +246,54 @@ describe('operator console in chromium', { skip }, () => {
     assert.equal(await page.evaluate('window.__sameDocument'), 42, 'the page was never reloaded');
   });
 
-  it('shows each VM’s measured pause and clock residual against its budget, and their histogram', async () => {
+  /**
+   * A completed rollout of host-a and host-b (5 VMs paused): the one the page started, once it has
+   * completed, or, where an earlier test did not get as far as starting it, one started here through
+   * the API, so that this test stands on its own.
+   */
+  async function completedRollout(): Promise<string> {
+    let id = rolloutId;
+    if (id === '') {
+      id = 'pauses-standalone';
+      await w.api('/v1/rollouts', {
+        body: {
+          update: {
+            id,
+            kind: 'host-patch',
+            expectedApplyMs: APPLY,
+            hosts: { kind: 'names', names: ['host-a', 'host-b'] },
+          },
+          policy: { settleMs: '0s' },
+        },
+      });
+    }
+    const deadline = Date.now() + LONG;
+    for (;;) {
+      const { rollout } = await w.api<{ rollout: RolloutSummary }>(`/v1/rollouts/${id}`);
+      if (rollout.status === 'completed') return id;
+      assert.ok(['running', 'paused'].includes(rollout.status), `rollout ${id} is ${rollout.status}`);
+      assert.ok(Date.now() < deadline, `rollout ${id} did not complete within ${LONG} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+
+  /** Signs the page in where an earlier test has not (so that a test can run on its own). */
+  async function signedIn(): Promise<Page> {
     const { page } = w;
-    const { operations } = await w.api<{ operations: VmOperationRecord[] }>(`/v1/rollouts/${rolloutId}`);
+    // The connection indicator is there on every view once signed in, and only then.
+    if ((await page.getByTestId('connection').count()) === 0) {
+      const { path } = await w.api<{ path: string }>('/v1/sign-in-codes', { method: 'POST' });
+      await page.goto(`${w.base}${path}`);
+      await page.getByTestId('fleet-view').waitFor();
+      await page.evaluate('window.__sameDocument = 42');
+    }
+    return page;
+  }
+
+  it('shows each VM’s measured pause and clock residual against its budget, and their histogram', async () => {
+    const page = await signedIn();
+    const id = await completedRollout();
+    const { operations } = await w.api<{ operations: VmOperationRecord[] }>(`/v1/rollouts/${id}`);
     assert.equal(operations.length, 5);
     await page.getByTestId('tab-pauses').click();
     await page.getByTestId('pause-row').first().waitFor();
@@ -272,7 +324,7 @@ describe('operator console in chromium', { skip }, () => {
   });
 
   it('cancels a rollout from the page; its events are withdrawn', async () => {
-    const { page } = w;
+    const page = await signedIn();
     await page.getByTestId('tab-plan').click();
     await page.locator('input[name=id]').fill('cancel-me');
     for (const host of ['host-a', 'host-b']) await page.locator(`input[name=host][value=${host}]`).uncheck();

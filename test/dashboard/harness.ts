@@ -113,8 +113,10 @@ export async function startConsoleWorld(options: { metadataVm: string }): Promis
       },
       shot: async (name, target) => {
         const path = join(RESULTS_DIR, `${name}.png`);
-        if (target) await page.locator(target.selector).first().screenshot({ path });
-        else await page.screenshot({ path, fullPage: true });
+        // Finite CSS transitions (a chip fading to its new state's colour) are fast-forwarded to
+        // their end: a screenshot shows the state the page is in, not a moment of the fade.
+        if (target) await page.locator(target.selector).first().screenshot({ path, animations: 'disabled' });
+        else await page.screenshot({ path, fullPage: true, animations: 'disabled' });
         return path;
       },
       close: async () => {

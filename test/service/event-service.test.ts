@@ -138,6 +138,7 @@ describe('EventService over the SQLite store', () => {
       capabilities: real.capabilities,
       loadEvents: () => real.loadEvents(),
       queryEvents: (q) => real.queryEvents(q),
+      getEvent: (id) => real.getEvent(id),
       close: () => real.close(),
       commit: (m: Mutation) =>
         fail ? Promise.reject(new IntermissionError('STORE_FAILURE', 'disk full')) : real.commit(m),

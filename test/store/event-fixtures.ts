@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import {
+  MAX_RENDERABLE_TIME,
   EVENT_PHASES,
   EVENT_SOURCES,
   EVENT_TYPES,
@@ -60,10 +61,11 @@ export function fullEvent(n: number, phase: MaintenanceEvent['phase']): Maintena
 }
 
 const text = fc.string({ unit: 'grapheme', maxLength: 12 });
-const time = fc.maxSafeInteger();
+/** Any time a client can read back (1970 to 9999): what the domain creates and the store keeps. */
+const time = fc.integer({ min: 0, max: MAX_RENDERABLE_TIME });
 const optional = <T>(arb: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> => fc.option(arb, { nil: undefined });
 
-/** Any event a store must keep faithfully: every field, any Unicode text, any safe-integer time. */
+/** Any event a store must keep faithfully: every field, any Unicode text, any renderable time. */
 export const arbitraryEvent: fc.Arbitrary<MaintenanceEvent> = fc.record(
   {
     eventId: fc.uuid().map((id) => id.toUpperCase()),

@@ -3,9 +3,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FleetIndex, parseFleet } from '../../src/domain/index.js';
+import { FleetIndex, isIntermissionError, parseFleet } from '../../src/domain/index.js';
 import { planRollout } from '../../src/domain/rollout/index.js';
-import { openSqliteStore, pendingStepsOf, type RolloutRecord } from '../../src/store/index.js';
+import { openSqliteStore, pendingStepsOf, type RolloutRecord, type StepRecord } from '../../src/store/index.js';
 
 const fleet = new FleetIndex(
   parseFleet({
@@ -45,6 +45,25 @@ function rollout(overrides: Partial<RolloutRecord> = {}): RolloutRecord {
 }
 
 const steps = pendingStepsOf(plan);
+
+/** Another rollout over `hosts` of the same fleet (both by default). */
+function otherRollout(id: string, hosts?: string[]): { record: RolloutRecord; steps: StepRecord[] } {
+  const other = planRollout({
+    fleet,
+    update: {
+      id,
+      kind: 'host-patch',
+      expectedApplyMs: 2000,
+      ...(hosts ? { hosts: { kind: 'names' as const, names: hosts } } : {}),
+    },
+    now: Date.UTC(2026, 0, 1),
+    capabilities: new Map([
+      ['web_0', { sharedMemory: true, migratableDevices: true, guestAgent: true }],
+      ['web_1', { sharedMemory: true, migratableDevices: true, guestAgent: true }],
+    ]),
+  });
+  return { record: rollout({ id: other.id, plan: other }), steps: pendingStepsOf(other) };
+}
 
 let dir: string;
 before(async () => {
@@ -147,6 +166,103 @@ describe('RolloutStore on SQLite', () => {
       { code: 'STORE_FAILURE' },
     );
     assert.equal((await store.listSteps(plan.id))[0]?.status, 'pending');
+    await store.close();
+  });
+
+  it('refuses a rollout whose hosts a running or paused rollout holds, naming it and the hosts, and writes nothing', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'overlap.db') });
+    await store.createRollout(rollout(), steps);
+    const both = otherRollout('patch-2');
+    await assert.rejects(store.createRollout(both.record, both.steps), (error: unknown) => {
+      assert.ok(isIntermissionError(error, 'CONFLICT'), String(error));
+      assert.match(error.message, /rollout patch-2 overlaps rollout patch-1 \(running\) on 2 hosts h1, h2;/);
+      assert.deepEqual(error.details, {
+        rollout: 'patch-2',
+        conflictsWith: 'patch-1',
+        conflictStatus: 'running',
+        hosts: ['h1', 'h2'],
+        overlappingHosts: 2,
+        rollouts: ['patch-1'],
+      });
+      return true;
+    });
+    assert.equal(await store.getRollout('patch-2'), undefined, 'nothing of it written');
+    assert.deepEqual(await store.listSteps('patch-2'), []);
+
+    // Paused holds its hosts as well.
+    await store.saveProgress({ rollout: rollout({ status: 'paused' }) });
+    const one = otherRollout('patch-3', ['h2']);
+    await assert.rejects(store.createRollout(one.record, one.steps), /overlaps rollout patch-1 \(paused\) on host h2;/);
+
+    // Halted: only the hosts whose step is still under way are held.
+    const [h1, h2] = steps;
+    assert.ok(h1 && h2 && h1.host === 'h1' && h2.host === 'h2');
+    await store.saveProgress({
+      rollout: rollout({ status: 'halted' }),
+      steps: [{ ...h1, status: 'dispatched', dispatchedAt: 2 }],
+    });
+    const onH1 = otherRollout('patch-4', ['h1']);
+    await assert.rejects(
+      store.createRollout(onH1.record, onH1.steps),
+      /overlaps rollout patch-1 \(halted\) on host h1;/,
+    );
+    await store.createRollout(one.record, one.steps);
+    assert.equal((await store.getRollout('patch-3'))?.status, 'running', 'h2 was free: its step never ran');
+    await store.close();
+  });
+
+  it('frees the hosts of completed and cancelled rollouts', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'freed.db') });
+    await store.createRollout(rollout(), steps);
+    await store.saveProgress({ rollout: rollout({ status: 'cancelled' }) });
+    const second = otherRollout('patch-2');
+    await store.createRollout(second.record, second.steps);
+    await store.saveProgress({ rollout: { ...second.record, status: 'completed', wave: 2 } });
+    const third = otherRollout('patch-3');
+    await store.createRollout(third.record, third.steps);
+    assert.equal((await store.listRollouts({ active: true })).filter((r) => r.status === 'running').length, 1);
+    await store.close();
+  });
+
+  it('of two concurrent creations over one host, exactly one is stored', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'race.db') });
+    const a = otherRollout('race-a', ['h1', 'h2']);
+    const b = otherRollout('race-b', ['h2']);
+    const results = await Promise.allSettled([
+      store.createRollout(a.record, a.steps),
+      store.createRollout(b.record, b.steps),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.status).sort(),
+      ['fulfilled', 'rejected'],
+      JSON.stringify(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))),
+    );
+    const rejected = results.find((r) => r.status === 'rejected');
+    assert.ok(isIntermissionError(rejected?.reason, 'CONFLICT'));
+    assert.equal((await store.listRollouts()).length, 1);
+    await store.close();
+  });
+
+  it('keeps a step an operator cancelled, with who, when and which events, across a reopen', async () => {
+    const path = join(dir, 'cancelled.db');
+    let store = await openSqliteStore({ path });
+    await store.createRollout(rollout(), steps);
+    const [first] = steps;
+    assert.ok(first);
+    const cancelled: StepRecord = {
+      ...first,
+      status: 'cancelled',
+      finishedAt: 7,
+      cancellation: { by: 'op-alice', at: 7.4, eventIds: ['E1', 'E2'], reason: 'operator op-alice cancelled event E1' },
+    };
+    await store.saveProgress({ steps: [cancelled] });
+    await store.close();
+    store = await openSqliteStore({ path });
+    const [got] = await store.listSteps(plan.id);
+    assert.deepEqual(got, { ...cancelled, cancellation: { ...cancelled.cancellation, at: 7 } });
+    // A cancellation on a step that is not cancelled is a bug of the caller: nothing is written.
+    await assert.rejects(store.saveProgress({ steps: [{ ...cancelled, status: 'failed' }] }), { code: 'INTERNAL' });
+    assert.equal((await store.listSteps(plan.id))[0]?.status, 'cancelled');
     await store.close();
   });
 });

@@ -155,11 +155,17 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
         from: 0,
         to: SQLITE_SCHEMA_VERSION,
         applied: SQLITE_MIGRATIONS.map((m) => m.version),
+        reports: [],
       });
       await first.close();
       for (let i = 0; i < 3; i++) {
         const again = await openSqliteStore({ path });
-        assert.deepEqual(again.migration, { from: SQLITE_SCHEMA_VERSION, to: SQLITE_SCHEMA_VERSION, applied: [] });
+        assert.deepEqual(again.migration, {
+          from: SQLITE_SCHEMA_VERSION,
+          to: SQLITE_SCHEMA_VERSION,
+          applied: [],
+          reports: [],
+        });
         await again.close();
       }
       const rows = withRaw(path, (raw) =>
@@ -188,7 +194,10 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
       }
       const store = await openSqliteStore({ path });
       try {
-        assert.deepEqual(store.migration.applied, [3]);
+        assert.deepEqual(
+          store.migration.applied,
+          SQLITE_MIGRATIONS.slice(2).map((m) => m.version),
+        );
         const rollout = await store.getRollout('old-1');
         assert.deepEqual(rollout?.plan, plan);
         assert.equal(rollout?.status, 'running');
@@ -217,6 +226,7 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
           from: last,
           to: last + 1,
           applied: [last + 1],
+          reports: [],
         });
       } finally {
         await db.destroy();
@@ -267,7 +277,12 @@ void describe('SQLite store engine', { skip: sqliteSkip ?? false }, () => {
       raw.exec(SQLITE_DDL);
       const store = await createSqliteStore({ database: raw, inMemory: true });
       try {
-        assert.deepEqual(store.migration, { from: SQLITE_SCHEMA_VERSION, to: SQLITE_SCHEMA_VERSION, applied: [] });
+        assert.deepEqual(store.migration, {
+          from: SQLITE_SCHEMA_VERSION,
+          to: SQLITE_SCHEMA_VERSION,
+          applied: [],
+          reports: [],
+        });
         const fresh = await openSqliteStore({ path: ':memory:' });
         assert.equal(await store.dumpSchema(), await fresh.dumpSchema());
         await fresh.close();

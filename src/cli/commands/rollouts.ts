@@ -132,7 +132,15 @@ export function registerRolloutCommands(program: Command, output: Output): void 
     output.out(summaryLine(detail.rollout));
     output.out(
       table(
-        detail.steps.map((s) => [String(s.wave), s.host, s.status, s.error ?? '']),
+        detail.steps.map((s) => [
+          String(s.wave),
+          s.host,
+          s.status,
+          s.error ??
+            (s.cancellation
+              ? `cancelled by ${s.cancellation.by} at ${new Date(s.cancellation.at).toISOString()}: host left out, not a failure`
+              : ''),
+        ]),
         ['WAVE', 'HOST', 'STEP', 'ERROR'],
       ),
     );

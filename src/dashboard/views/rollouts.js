@@ -220,6 +220,13 @@ function RolloutDetail({ state, rollout, now, act }) {
                                   })}
                                 </div>
                                 ${step?.error ? html`<div class="error-text small">${step.error}</div>` : null}
+                                ${
+                                  step?.cancellation
+                                    ? html`<div class="muted small" data-testid="step-cancellation">
+                                        ${step.cancellation.reason}
+                                      </div>`
+                                    : null
+                                }
                               </div>`;
                             })}
                           </div>

@@ -8,6 +8,7 @@ import {
   type ScopeId,
   type ScopeState,
 } from '../vocabulary.js';
+import { MAX_RENDERABLE_TIME, isRenderableTime } from '../time.js';
 import { lingerFor, minimumNotice, type EventTiming } from './notice.js';
 
 /**
@@ -180,6 +181,14 @@ export class EventBook {
     }
     const notBefore = input.notBefore ?? now + (input.noticeMs ?? minNotice);
     if (!Number.isFinite(notBefore)) throw new IntermissionError('INVALID_INPUT', 'NotBefore must be a time');
+    if (!isRenderableTime(notBefore)) {
+      throw new IntermissionError(
+        'INVALID_INPUT',
+        `NotBefore ${notBefore} is not a time clients can read: a whole millisecond from 1970 to ` +
+          `${new Date(MAX_RENDERABLE_TIME).toISOString()}`,
+        { details: { notBefore } },
+      );
+    }
     if (notBefore - now < minNotice) {
       throw new IntermissionError(
         'NOTICE_TOO_SHORT',
@@ -307,17 +316,28 @@ export class EventBook {
     return { events: removed, mutation: this.#mutation(removed) };
   }
 
-  /** The earliest future time at which {@link due} or {@link sweep} could change, for schedulers. */
-  nextDeadline(now: number): number | undefined {
+  /**
+   * The earliest time at which an event has a transition pending, for schedulers: `now` when one is
+   * due already (an approved Scheduled event, a NotBefore that has passed, an ended event whose
+   * linger ran out), else the soonest NotBefore or end of linger; undefined when nothing is pending.
+   * `starts` narrows the Scheduled events considered to those the caller starts itself (e.g. drills),
+   * so that an event another party starts cannot keep the caller awake.
+   */
+  nextDeadline(
+    now: number,
+    options: { readonly starts?: (event: MaintenanceEvent) => boolean } = {},
+  ): number | undefined {
     let next: number | undefined;
     for (const e of this.#events.values()) {
-      const t =
-        e.phase === 'Scheduled' && e.approvedAt === undefined
-          ? e.notBefore
-          : e.phase === 'Ended' && e.endedAt !== undefined
-            ? e.endedAt + e.lingerMs
-            : undefined;
-      if (t !== undefined && t > now && (next === undefined || t < next)) next = t;
+      let t: number | undefined;
+      if (e.phase === 'Scheduled' && (options.starts?.(e) ?? true)) {
+        t = e.approvedAt !== undefined ? now : e.notBefore;
+      } else if (e.phase === 'Ended' && e.endedAt !== undefined) {
+        t = e.endedAt + e.lingerMs;
+      }
+      if (t === undefined) continue;
+      const at = Math.max(t, now);
+      if (next === undefined || at < next) next = at;
     }
     return next;
   }
@@ -362,7 +382,7 @@ export class EventBook {
       throw new IntermissionError('INVALID_INPUT', `unknown event source ${String(source)}`);
     }
     const duration = input.durationInSeconds ?? -1;
-    if (!Number.isInteger(duration) || duration < -1) {
+    if (!Number.isSafeInteger(duration) || duration < -1) {
       throw new IntermissionError('INVALID_INPUT', 'DurationInSeconds must be an integer of -1 or more');
     }
     const eventId = (input.eventId ?? this.#newId()).toUpperCase();
@@ -390,9 +410,14 @@ export class EventBook {
     };
   }
 
-  /** Bumps each touched scope once if any of its events changed what tenants see. */
+  /**
+   * Bumps each touched scope once if any of its events changed what tenants see. Refuses, before
+   * anything is persisted, an event with a time that no client could read back (see
+   * {@link isRenderableTime}): such a row, once stored, broke every listing of its scope.
+   */
   #mutation(events: readonly MaintenanceEvent[]): Mutation {
     if (events.length === 0) return EMPTY_MUTATION;
+    for (const e of events) checkRenderable(e);
     const bumped = new Set<ScopeId>();
     for (const e of events) {
       const before = this.#events.get(e.eventId);
@@ -402,6 +427,30 @@ export class EventBook {
       events,
       scopes: [...bumped].map((scope) => ({ scope, incarnation: this.incarnation(scope) + 1 })),
     };
+  }
+}
+
+const TIME_FIELDS = ['createdAt', 'notBefore', 'approvedAt', 'startedAt', 'endedAt', 'removedAt'] as const;
+
+/** Throws INVALID_INPUT when a time of `e` cannot be rendered, or a duration is not a safe integer. */
+function checkRenderable(e: MaintenanceEvent): void {
+  for (const field of TIME_FIELDS) {
+    const t = e[field];
+    if (t !== undefined && !isRenderableTime(t)) {
+      throw new IntermissionError(
+        'INVALID_INPUT',
+        `event ${e.eventId}: ${field} ${t} is not a time clients can read (a whole millisecond from 1970 ` +
+          `to ${new Date(MAX_RENDERABLE_TIME).toISOString()})`,
+        { details: { eventId: e.eventId, field, value: t } },
+      );
+    }
+  }
+  for (const field of ['durationInSeconds', 'lingerMs'] as const) {
+    if (!Number.isSafeInteger(e[field]) || e[field] < -1) {
+      throw new IntermissionError('INVALID_INPUT', `event ${e.eventId}: ${field} ${e[field]} is not a duration`, {
+        details: { eventId: e.eventId, field, value: e[field] },
+      });
+    }
   }
 }
 

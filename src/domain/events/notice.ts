@@ -1,5 +1,5 @@
 import { IntermissionError } from '../errors.js';
-import { MINUTE, SECOND, scaled, type TimeScale, REAL_TIME } from '../time.js';
+import { HOUR, MINUTE, SECOND, scaled, type TimeScale, REAL_TIME } from '../time.js';
 import type { EventType } from '../vocabulary.js';
 
 /**
@@ -62,3 +62,28 @@ export function minimumNotice(type: EventType, timing: EventTiming): number {
 export function lingerFor(timing: EventTiming): number {
   return scaled(timing.lingerMs, timing.scale);
 }
+
+/**
+ * Bounds of what a caller of the control API may ask of an event's times (docs/limits.md, "Event
+ * times"). Each prevents a failure seen in review (issue 12): a tenant's `"notice":"100000000d"` was
+ * committed with a NotBefore in the year 275760 and from then on every listing answered 500.
+ */
+export const EVENT_TIME_LIMITS = Object.freeze({
+  /**
+   * Longest notice (and latest NotBefore, from now) of a drill or user event: 7 days. Azure's own
+   * notices are 30 s to 15 min; a week covers a drill planned ahead for the next maintenance window,
+   * and anything longer is far more likely a unit mistake (`"notice": 900000000` meant as seconds)
+   * that would sit Scheduled in a scope's document for months.
+   */
+  maxNoticeMs: 7 * 24 * HOUR,
+  /**
+   * Longest expected impact of a drill, DurationInSeconds: 1 day. A drill holds its scope Started
+   * for that long; a real Freeze lasts at most the 30 s pause budget, and a Reboot or Redeploy
+   * minutes. A larger value kept the scope's document Started for ever in effect.
+   */
+  maxDurationInSeconds: 24 * 60 * 60,
+  /** Longest description, in characters: Azure's descriptions are one sentence. */
+  maxDescriptionLength: 512,
+  /** Most VMs one event may name: an availability set holds at most 200 in Azure. */
+  maxVms: 1000,
+} as const);

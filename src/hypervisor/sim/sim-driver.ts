@@ -203,6 +203,7 @@ export class SimDriver implements HypervisorDriver {
       } else {
         await this.#wait(call, scaledDuration(applyMs, fault), fault);
       }
+      await this.#untilReleased(call);
       if (fault?.kind === 'fail') {
         throw this.#error(call, 'OPERATION_FAILED', `host ${this.host} failed to apply update ${update.id}`, {
           fault: 'fail',
@@ -364,6 +365,28 @@ export class SimDriver implements HypervisorDriver {
         `${call.operation}${call.vm === undefined ? '' : ` of VM ${call.vm}`} did not complete by its deadline`,
         { deadline: call.deadline, ...faultDetail(fault) },
       );
+    }
+  }
+
+  /**
+   * Waits while the host's updates are held (`SimHost.holdUpdates`): until the release, the call's
+   * deadline (`DEADLINE_EXCEEDED`), or an abort or `close()`.
+   */
+  async #untilReleased(call: Call): Promise<void> {
+    if (this.#state.updateHolds.size === 0) return;
+    const hold = Promise.all(this.#state.updateHolds);
+    const released = new AbortController();
+    const expiry = this.#wait(
+      { ...call, signal: AbortSignal.any([call.signal, released.signal]) },
+      Number.POSITIVE_INFINITY,
+      undefined,
+    );
+    try {
+      await Promise.race([hold, expiry]);
+    } finally {
+      released.abort();
+      // Once released, the expiry's wait ends aborted: that rejection is expected and dropped.
+      await expiry.catch(() => undefined);
     }
   }
 

@@ -97,6 +97,27 @@ export class SimHost {
     this.#state.record({ kind: 'crashed', vm: vm.name });
   }
 
+  /**
+   * Holds host updates: from now until `release()`, an update that has run its apply time waits for
+   * the release before it completes (an update under way when the hold starts waits too). For tests
+   * that must observe the VMs paused while the update is under way: the test holds what it looks at,
+   * instead of racing the apply time. The call's deadline and the VMs' resume leases still apply, so
+   * a hold never keeps a VM paused past its budget. Releasing twice is harmless.
+   */
+  holdUpdates(): { release(): void } {
+    let resolve: () => void = () => undefined;
+    const hold = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.#state.updateHolds.add(hold);
+    return {
+      release: () => {
+        this.#state.updateHolds.delete(hold);
+        resolve();
+      },
+    };
+  }
+
   /** What happened on the host, oldest first. */
   history(): readonly SimHostEvent[] {
     return this.#state.history.entries();

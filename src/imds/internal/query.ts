@@ -13,10 +13,12 @@ const EMPTY: Query = new Map();
  *   when a name or value is not valid percent-encoding
  */
 export function parseQuery(url: string): Query {
+  // A fragment ends the URL: a `?` behind a `#` starts no query (`/x#?api-version=…` has none).
+  const hash = url.indexOf('#');
+  const end = hash === -1 ? url.length : hash;
   const start = url.indexOf('?');
-  if (start === -1) return EMPTY;
-  const hash = url.indexOf('#', start);
-  const search = hash === -1 ? url.slice(start + 1) : url.slice(start + 1, hash);
+  if (start === -1 || start > end) return EMPTY;
+  const search = url.slice(start + 1, end);
   if (search.length === 0) return EMPTY;
   const query = new Map<string, string>();
   for (const pair of search.split('&')) {

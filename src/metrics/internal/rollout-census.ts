@@ -58,6 +58,11 @@ export class RolloutCensus {
     this.#state(step.rolloutId)?.steps.set(stepKey(step), 'dispatched');
   }
 
+  /** A host step an operator left out by cancelling an event of its VMs: it will not run, and it is no failure. */
+  stepCancelled(step: StepRecord): void {
+    this.#state(step.rolloutId)?.steps.set(stepKey(step), 'cancelled');
+  }
+
   /**
    * A host step finished with the agent's status. A step that did not succeed counts as a failed
    * host at once, as the executor does when it records the step; the next rollout record confirms.

@@ -90,6 +90,11 @@ export function selectLiveEventsQuery(db: Kysely<StoreDatabase>): CompiledQuery<
     .compile();
 }
 
+/** One event by id (the primary key), removed or not. */
+export function selectEventByIdQuery(db: Kysely<StoreDatabase>, eventId: string): CompiledQuery<EventsTable> {
+  return db.selectFrom('events').selectAll().where('event_id', '=', eventId).compile();
+}
+
 /** Events for operators, newest first (ties by event id, descending). `query` is already validated. */
 export function selectEventsQuery(db: Kysely<StoreDatabase>, query: EventQuery): CompiledQuery<EventsTable> {
   let q = db.selectFrom('events').selectAll();

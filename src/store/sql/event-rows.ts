@@ -1,9 +1,12 @@
+import { isDeepStrictEqual } from 'node:util';
 import {
   EVENT_PHASES,
+  MAX_RENDERABLE_TIME,
   EVENT_SOURCES,
   EVENT_TYPES,
   IntermissionError,
   REMOVAL_REASONS,
+  isRenderableTime,
   type MaintenanceEvent,
   type ScopeId,
   type ScopeState,
@@ -79,17 +82,53 @@ export function decodeEvent(row: object): MaintenanceEvent {
     description: r.text('description'),
     source: r.oneOf('source', EVENT_SOURCES),
     durationInSeconds: r.integer('duration_in_seconds'),
-    createdAt: r.integer('created_at'),
-    notBefore: r.integer('not_before'),
-    approvedAt: r.optional('approved_at', () => r.integer('approved_at')),
+    createdAt: r.time('created_at'),
+    notBefore: r.time('not_before'),
+    approvedAt: r.optional('approved_at', () => r.time('approved_at')),
     approvedBy: r.optional('approved_by', () => r.text('approved_by')),
-    startedAt: r.optional('started_at', () => r.integer('started_at')),
-    endedAt: r.optional('ended_at', () => r.integer('ended_at')),
+    startedAt: r.optional('started_at', () => r.time('started_at')),
+    endedAt: r.optional('ended_at', () => r.time('ended_at')),
     lingerMs: r.integer('linger_ms'),
-    removedAt: r.optional('removed_at', () => r.integer('removed_at')),
+    removedAt: r.optional('removed_at', () => r.time('removed_at')),
     removalReason: r.optional('removal_reason', () => r.oneOf('removal_reason', REMOVAL_REASONS)),
     owner: r.text('owner'),
   };
+}
+
+/**
+ * Encodes an event and reads the row back through {@link decodeEvent}: what a store commits must
+ * load again, or one unreadable row breaks every later load and listing (issue 12: a NotBefore past
+ * the year 275760 was stored, and then no listing answered). Throws STORE_FAILURE (not retryable)
+ * naming the column, before any SQL runs.
+ */
+export function encodeReadableEvent(event: MaintenanceEvent): EventRow {
+  const row = encodeEvent(event);
+  let back: MaintenanceEvent;
+  try {
+    back = decodeEvent(row);
+  } catch (error) {
+    const why = error instanceof IntermissionError ? error.message : String(error);
+    throw new IntermissionError(
+      'STORE_FAILURE',
+      `cannot store event ${event.eventId}: it would not read back (${why})`,
+      {
+        retryable: false,
+        cause: error,
+        details: { eventId: event.eventId },
+      },
+    );
+  }
+  const changed = (Object.keys(back) as (keyof MaintenanceEvent)[]).filter(
+    (key) => !isDeepStrictEqual(key === 'resources' ? [...event.resources] : event[key], back[key]),
+  );
+  if (changed.length > 0) {
+    throw new IntermissionError(
+      'STORE_FAILURE',
+      `cannot store event ${event.eventId}: ${changed.join(', ')} would read back changed`,
+      { retryable: false, details: { eventId: event.eventId, fields: changed } },
+    );
+  }
+  return row;
 }
 
 /** Decodes a row of `scopes`. */
@@ -135,6 +174,18 @@ class RowReader {
           : Number.NaN;
     if (!Number.isSafeInteger(n)) throw this.unreadable(column, 'is not an integer');
     return n;
+  }
+
+  /** A time: an integer that ISO 8601 and RFC 1123 render with a four-digit year (see isRenderableTime). */
+  time(column: string): number {
+    const t = this.integer(column);
+    if (!isRenderableTime(t)) {
+      throw this.unreadable(
+        column,
+        `holds ${t}, not a time from 1970 to ${new Date(MAX_RENDERABLE_TIME).toISOString()}`,
+      );
+    }
+    return t;
   }
 
   oneOf<T extends string>(column: string, allowed: readonly T[]): T {

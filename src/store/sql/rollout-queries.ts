@@ -1,6 +1,7 @@
 import type { CompiledQuery, InsertResult, Kysely, UpdateResult } from 'kysely';
 import type { HostStepsTable, RolloutPlansTable, RolloutsTable, StoreDatabase, VmOperationsTable } from './schema.js';
 import type { RolloutRowHead } from './rollout-rows.js';
+import { HOLDING_ROLLOUT_STATUSES } from '../rollout-store.js';
 
 /** The rollout store's SQL as values (see event-queries.ts for the conventions). */
 
@@ -40,6 +41,25 @@ export function selectRolloutHeadsQuery(
   if (options.id !== undefined) q = q.where('id', '=', options.id);
   if (options.active) q = q.where('status', '<>', 'completed');
   return q.orderBy('created_at', 'asc').orderBy('id', 'asc').compile();
+}
+
+/**
+ * Hosts that rollouts other than `excludeId` may still hold: every step of a rollout that is not
+ * completed, with the statuses that decide (see `isHolding`). Reads through the partial index of
+ * active rollouts and the steps' rollout index; only rollouts in flight are visited.
+ */
+export function selectBusyHostsQuery(
+  db: Kysely<StoreDatabase>,
+  excludeId: string,
+): CompiledQuery<{ host: string; rollout_id: string; rollout_status: string; step_status: string }> {
+  return db
+    .selectFrom('rollouts as r')
+    .innerJoin('host_steps as s', 's.rollout_id', 'r.id')
+    .select(['s.host as host', 'r.id as rollout_id', 'r.status as rollout_status', 's.status as step_status'])
+    .where('r.status', '<>', 'completed')
+    .where('r.id', '<>', excludeId)
+    .where((eb) => eb.or([eb('r.status', 'in', [...HOLDING_ROLLOUT_STATUSES]), eb('s.status', '=', 'dispatched')]))
+    .compile();
 }
 
 export function selectPlanQuery(db: Kysely<StoreDatabase>, id: string): CompiledQuery<{ plan: string }> {

@@ -5,6 +5,7 @@ import {
   STEP_STATUSES,
   WAVE_PHASES,
   type RolloutRecord,
+  type StepCancellation,
   type StepRecord,
   type VmOperationRecord,
 } from '../rollout-store.js';
@@ -83,6 +84,33 @@ export function decodeRollout(row: RolloutRowHead, plan: Plan): RolloutRecord {
   };
 }
 
+/**
+ * The `result` column holds the agent's status of a finished step, or, for a step an operator
+ * cancelled, `{"cancellation": {...}}` (who, when, which events): no column was needed for it.
+ */
+function encodeStepResult(s: StepRecord): string | null {
+  if (s.cancellation !== null) {
+    if (s.status !== 'cancelled')
+      throw new IntermissionError('INTERNAL', `step ${s.id} has a cancellation but is ${s.status}`);
+    return JSON.stringify({ cancellation: { ...s.cancellation, at: int(s.cancellation.at) } });
+  }
+  return s.result === null || s.result === undefined ? null : JSON.stringify(s.result);
+}
+
+function decodeCancellation(id: string, value: unknown): StepCancellation {
+  const c = (value as { cancellation?: unknown } | null)?.cancellation as Partial<StepCancellation> | undefined;
+  if (
+    typeof c?.by !== 'string' ||
+    typeof c.at !== 'number' ||
+    typeof c.reason !== 'string' ||
+    !Array.isArray(c.eventIds) ||
+    !c.eventIds.every((e) => typeof e === 'string')
+  ) {
+    throw new IntermissionError('STORE_FAILURE', `stored step ${id} is cancelled but has no readable cancellation`);
+  }
+  return { by: c.by, at: num(c.at), eventIds: [...c.eventIds], reason: c.reason };
+}
+
 export function encodeStep(s: StepRecord): HostStepsTable {
   return {
     id: s.id,
@@ -93,23 +121,27 @@ export function encodeStep(s: StepRecord): HostStepsTable {
     status: s.status,
     dispatched_at: intOrNull(s.dispatchedAt),
     finished_at: intOrNull(s.finishedAt),
-    result: s.result === null || s.result === undefined ? null : JSON.stringify(s.result),
+    result: encodeStepResult(s),
     error: s.error,
   };
 }
 
 export function decodeStep(row: HostStepsTable): StepRecord {
+  const status = oneOf(STEP_STATUSES, row.status, 'step status');
+  const result = row.result === null ? null : (JSON.parse(row.result) as unknown);
+  const cancelled = status === 'cancelled';
   return {
     id: row.id,
     rolloutId: row.rollout_id,
     wave: num(row.wave),
     batch: num(row.batch),
     host: row.host,
-    status: oneOf(STEP_STATUSES, row.status, 'step status'),
+    status,
     dispatchedAt: numOrNull(row.dispatched_at),
     finishedAt: numOrNull(row.finished_at),
-    result: row.result === null ? null : (JSON.parse(row.result) as unknown),
+    result: cancelled ? null : result,
     error: row.error,
+    cancellation: cancelled ? decodeCancellation(row.id, result) : null,
   };
 }
 

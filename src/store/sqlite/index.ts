@@ -18,7 +18,12 @@ export {
   type SqliteStoreOptions,
 } from './sqlite-config.js';
 export { SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION, type SqliteMigration } from './migrations/index.js';
-export { migrateSqlite, SQLITE_MIGRATIONS_TABLE_DDL, type SqliteMigrationResult } from './sqlite-migrator.js';
+export {
+  migrateSqlite,
+  SQLITE_MIGRATIONS_TABLE_DDL,
+  type SqliteMigrationReport,
+  type SqliteMigrationResult,
+} from './sqlite-migrator.js';
 export {
   SQLITE_DDL,
   SQLITE_SCHEMA_DUMP_PATH,

@@ -20,6 +20,16 @@ export interface SqliteMigrationResult {
   readonly to: number;
   /** Versions applied by this call, in order. */
   readonly applied: readonly number[];
+  /** What the applied migrations that repair data repaired (see `SqliteMigration.report`), in order. */
+  readonly reports: readonly SqliteMigrationReport[];
+}
+
+/** The rows one data-repairing migration found and repaired, as they were before. */
+export interface SqliteMigrationReport {
+  readonly version: number;
+  readonly name: string;
+  readonly summary: string;
+  readonly rows: readonly Readonly<Record<string, unknown>>[];
 }
 
 /**
@@ -39,11 +49,19 @@ export async function migrateSqlite(
     return currentVersion(trx, migrations);
   });
   const applied: number[] = [];
+  const reports: SqliteMigrationReport[] = [];
   for (const migration of migrations) {
     if (migration.version <= from) continue;
     const label = `apply migration ${String(migration.version).padStart(6, '0')}-${migration.name}`;
     const ran = await step(db, label, async (trx) => {
       if ((await currentVersion(trx, migrations)) >= migration.version) return false;
+      if (migration.report) {
+        const found = await sql.raw<Record<string, unknown>>(migration.report.sql).execute(trx);
+        if (found.rows.length > 0) {
+          const { version, name } = migration;
+          reports.push({ version, name, summary: migration.report.summary, rows: found.rows });
+        }
+      }
       for (const statement of migration.statements) await sql.raw(statement).execute(trx);
       await trx
         .insertInto('intermission_migrations')
@@ -53,7 +71,7 @@ export async function migrateSqlite(
     });
     if (ran) applied.push(migration.version);
   }
-  return { from, to: migrations.at(-1)?.version ?? 0, applied };
+  return { from, to: migrations.at(-1)?.version ?? 0, applied, reports };
 }
 
 async function step<T>(

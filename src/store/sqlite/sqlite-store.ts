@@ -21,14 +21,16 @@ import {
   insertRolloutQuery,
   selectOperationsQuery,
   selectPlanQuery,
+  selectBusyHostsQuery,
   selectRolloutHeadsQuery,
   selectStepsQuery,
   updateRolloutQuery,
   upsertOperationsQuery,
   upsertStepsQuery,
   decodeScope,
-  encodeEvent,
+  encodeReadableEvent,
   raiseIncarnationQuery,
+  selectEventByIdQuery,
   selectEventsQuery,
   selectLiveEventsQuery,
   selectScopeQuery,
@@ -38,7 +40,15 @@ import {
   type StoreDatabase,
 } from '../sql/index.js';
 import type { EventQuery, EventStore, StoreCapabilities } from '../store.js';
-import type { RolloutRecord, RolloutStore, StepRecord, VmOperationRecord } from '../rollout-store.js';
+import {
+  overlapConflict,
+  type RolloutRecord,
+  type RolloutStatus,
+  type RolloutStore,
+  type StepRecord,
+  type StepStatus,
+  type VmOperationRecord,
+} from '../rollout-store.js';
 import type { Plan } from '../../domain/rollout/index.js';
 import { SQLITE_MIGRATIONS } from './migrations/index.js';
 import { busyTimeoutOf, sqlitePragmas, type CreateSqliteStoreOptions } from './sqlite-config.js';
@@ -103,8 +113,9 @@ export class SqliteEventStore implements EventStore, RolloutStore {
   async commit(mutation: Mutation): Promise<void> {
     this.#assertOpen();
     if (isEmptyMutation(mutation)) return;
-    // Encode and check everything before the transaction: what cannot be stored fails without I/O.
-    const rows = lastPerId(mutation.events.map(encodeEvent));
+    // Encode and check everything before the transaction: what cannot be stored, or would not read
+    // back, fails without I/O.
+    const rows = lastPerId(mutation.events.map(encodeReadableEvent));
     for (const s of mutation.scopes) checkScope(s);
     await this.#run('commit a mutation', (db) =>
       inTransaction(db, 'immediate', async (trx) => {
@@ -126,6 +137,15 @@ export class SqliteEventStore implements EventStore, RolloutStore {
         }
       }),
     );
+  }
+
+  /** See {@link EventStore.getEvent}: a primary-key read. */
+  async getEvent(eventId: string): Promise<MaintenanceEvent | undefined> {
+    if (typeof eventId !== 'string') throw new IntermissionError('INVALID_INPUT', 'an event id is text');
+    return this.#run('read an event', async (db) => {
+      const row = (await db.executeQuery(selectEventByIdQuery(db, eventId))).rows[0];
+      return row === undefined ? undefined : decodeEvent(row);
+    });
   }
 
   /** See {@link EventStore.queryEvents}. */
@@ -152,6 +172,19 @@ export class SqliteEventStore implements EventStore, RolloutStore {
             `a rollout with id ${rollout.id} exists already; give the update a new id`,
           );
         }
+        // Under the same write lock as the insert: of two creations over one host, one sees the other.
+        const busy = await trx.executeQuery(selectBusyHostsQuery(trx, rollout.id));
+        const conflict = overlapConflict(
+          rollout.id,
+          new Set(steps.map((s) => s.host)),
+          busy.rows.map((b) => ({
+            host: b.host,
+            rolloutId: b.rollout_id,
+            rolloutStatus: b.rollout_status as RolloutStatus,
+            stepStatus: b.step_status as StepStatus,
+          })),
+        );
+        if (conflict) throw conflict;
         await trx.executeQuery(insertRolloutQuery(trx, row.head));
         await trx.executeQuery(insertPlanQuery(trx, row.plan));
         for (let i = 0; i < stepRows.length; i += MAX_ROWS_PER_INSERT) {

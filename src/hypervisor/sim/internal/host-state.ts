@@ -177,6 +177,8 @@ export class HostState {
   readonly appliedUpdates: string[] = [];
   /** The update being applied, if any. */
   applying: string | null = null;
+  /** Host updates that have run their apply time wait for these (see `SimHost.holdUpdates`). */
+  readonly updateHolds = new Set<Promise<void>>();
   readonly #faults: FaultEntry[] = [];
   #nextFaultId = 1;
   #nextPid: number;

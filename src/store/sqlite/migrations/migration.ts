@@ -10,4 +10,14 @@ export interface SqliteMigration {
   readonly name: string;
   /** One SQL statement each (the driver compiles one at a time), run in order. */
   readonly statements: readonly string[];
+  /**
+   * For a migration that repairs data: a SELECT run in the same transaction before the statements,
+   * whose rows (what is about to be repaired, as it was) are handed back to the caller in
+   * `SqliteMigrationResult.reports`, so that the repair is reported, not silent.
+   */
+  readonly report?: {
+    readonly sql: string;
+    /** One line for operators: what the rows are. */
+    readonly summary: string;
+  };
 }
