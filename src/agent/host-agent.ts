@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
 import { IntermissionError, coerceError } from '../domain/index.js';
-import type { VmCapabilities } from '../domain/rollout/index.js';
+import { STEP_KINDS, isStepKindName, type VmCapabilities } from '../domain/rollout/index.js';
 import type { HypervisorDriver } from '../hypervisor/index.js';
 import type { SimTime } from '../hypervisor/sim/index.js';
-import type { AgentJournal } from './journal.js';
+import { compactedStatus, requestDigest, type AgentJournal } from './journal.js';
 import type { AgentVm, HostStepRequest, HostStepStatus, VmInStep, VmStepResult } from './protocol.js';
 
 /** What a host agent announces; logs, metrics and tests subscribe. */
@@ -96,12 +96,24 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         `step ${request.stepId} is for host ${request.host}, this is ${this.host}`,
       );
     }
+    // The wire schema only lets known kinds through, but an in-process caller (or a controller of
+    // a newer version, through a looser schema) could send another: refused before it is journaled,
+    // so that it never runs nothing and reports success.
+    if (!isStepKindName(request.kind)) throw unknownStepKind(request.kind);
     const known = this.#journal.get(request.stepId);
     if (known) {
       if (!isDeepStrictEqual(known.request, request)) {
         throw new IntermissionError('CONFLICT', `step ${request.stepId} was already submitted with other contents`);
       }
       return known.status;
+    }
+    const compacted = this.#journal.compacted(request.stepId);
+    if (compacted) {
+      // Finished long ago: its id is never run again, whatever the resend's age.
+      if (compacted.requestDigest !== requestDigest(request)) {
+        throw new IntermissionError('CONFLICT', `step ${request.stepId} was already submitted with other contents`);
+      }
+      return compactedStatus(compacted);
     }
     const status: HostStepStatus = {
       stepId: request.stepId,
@@ -124,7 +136,8 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
 
   /** The recorded status of a step, or undefined when this agent never saw it. */
   status(stepId: string): HostStepStatus | undefined {
-    return this.#journal.get(stepId)?.status;
+    const compacted = this.#journal.compacted(stepId);
+    return this.#journal.get(stepId)?.status ?? (compacted ? compactedStatus(compacted) : undefined);
   }
 
   /** The host's VMs with their state and capability facts (for the planner and health gates). */
@@ -255,6 +268,10 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         await this.#freezeApplyResume(request, byPath('pause'), results);
         await restart(byPath('reboot'));
         return;
+      default:
+        // Exhaustive: a step kind added to STEP_KINDS without a case here fails to compile, and one
+        // that slips through at run time fails the step instead of succeeding having done nothing.
+        throw unknownStepKind(request.kind);
     }
   }
 
@@ -418,6 +435,18 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
       return false;
     }
   }
+}
+
+/**
+ * The error for a step kind this agent does not run. Typed `never` so that a `switch` over
+ * {@link STEP_KINDS} that misses a kind does not compile where it calls this in its `default`.
+ */
+export function unknownStepKind(kind: never): IntermissionError {
+  return new IntermissionError(
+    'INVALID_INPUT',
+    `unknown step kind ${JSON.stringify(kind)}: this agent runs ${STEP_KINDS.join(', ')}`,
+    { details: { kind, reason: 'UNKNOWN_STEP_KIND' } },
+  );
 }
 
 function blankResult(vm: VmInStep): VmStepResult {
