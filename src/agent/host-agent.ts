@@ -4,6 +4,7 @@ import { IntermissionError, coerceError } from '../domain/index.js';
 import { STEP_KINDS, isStepKindName, type VmCapabilities } from '../domain/rollout/index.js';
 import type { HypervisorDriver } from '../hypervisor/index.js';
 import type { SimTime } from '../hypervisor/sim/index.js';
+import { adoptHost, type AdoptionClockInfo, type ClockFields } from './adoption.js';
 import { compactedStatus, requestDigest, type AgentJournal } from './journal.js';
 import type { AgentVm, HostStepRequest, HostStepStatus, VmInStep, VmStepResult } from './protocol.js';
 
@@ -15,6 +16,8 @@ export interface AgentEventMap {
   'agent:lease:expired': [info: { host: string; vm: string; pausedAt: number; resumedAt: number }];
   /** A VM found paused at start-up (an interrupted step) was resumed. */
   'agent:adopt:resumed': [info: { host: string; vm: string }];
+  /** At start-up, the clock of a VM an interrupted step had paused was resynchronised (or could not be). */
+  'agent:adopt:clock': [info: AdoptionClockInfo];
   'agent:error': [error: IntermissionError];
 }
 
@@ -67,7 +70,8 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
 
   /**
    * Starts an agent. Steps the journal shows as running were interrupted by a restart: their paused
-   * VMs are resumed at once and the steps recorded as failed, so that they are never run twice.
+   * VMs are resumed at once, the clocks of the VMs they paused resynchronised (whoever resumed them:
+   * see `adoption.ts`), and the steps recorded as failed with that, so that they are never run twice.
    */
   static async start(options: HostAgentOptions): Promise<HostAgent> {
     const agent = new HostAgent(options);
@@ -162,23 +166,15 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
   }
 
   async #adopt(): Promise<void> {
-    const interrupted = this.#journal.entries().filter((e) => e.status.status === 'running');
-    const vms = await this.#driver.listVms();
-    for (const vm of vms.filter((v) => v.state === 'paused')) {
-      await this.#driver.resume({ vm: vm.name });
-      this.emit('agent:adopt:resumed', { host: this.host, vm: vm.name });
-    }
-    for (const entry of interrupted) {
-      await this.#journal.put({
-        request: entry.request,
-        status: {
-          ...entry.status,
-          status: 'failed',
-          finishedAt: this.#time.now(),
-          error: { code: 'UNREACHABLE', message: 'the agent restarted while the step ran; paused VMs were resumed' },
-        },
-      });
-    }
+    await adoptHost({
+      host: this.host,
+      driver: this.#driver,
+      journal: this.#journal,
+      now: () => this.#time.now(),
+      resync: (vm, bound) => this.#resync(vm, bound),
+      onResumed: (vm) => this.emit('agent:adopt:resumed', { host: this.host, vm }),
+      onClock: (info) => this.emit('agent:adopt:clock', info),
+    });
   }
 
   async #run(request: HostStepRequest, initial: HostStepStatus): Promise<void> {
@@ -309,7 +305,19 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
           const done = this.#time.sleep(Math.max(0, deadline - this.#time.now()), { signal: stop.signal }).then(
             async () => {
               // The budget is running out: resume regardless of the update, then stop the update.
-              const { resumedAt } = await this.#resumeRetrying(vm.name, deadline + this.#margin(vm));
+              let resumedAt: number;
+              try {
+                ({ resumedAt } = await this.#resumeRetrying(vm.name, deadline + this.#margin(vm)));
+              } catch (error) {
+                // Not even retries resumed it: the hypervisor's lease is left to (see pause above).
+                // Never a rejection nobody awaits yet: that would end the agent's process.
+                const e = coerceError(error);
+                const r = results.get(vm.name);
+                if (r) results.set(vm.name, { ...r, outcome: 'failed', error: { code: e.code, message: e.message } });
+                this.emit('agent:error', e);
+                applyAbort.abort(e);
+                return;
+              }
               const r = results.get(vm.name);
               if (r) {
                 results.set(vm.name, {
@@ -374,14 +382,14 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
   }
 
   /** Resynchronises a VM's clock; tries once more when the residual is above the bound. */
-  async #resync(
-    vm: string,
-    maxResidualMs: number,
-  ): Promise<Pick<VmStepResult, 'clockOffsetMs' | 'clockResidualMs' | 'clockRoundTripMs'>> {
+  async #resync(vm: string, maxResidualMs: number | undefined): Promise<ClockFields> {
     if (!this.#driver.capabilities.guestClock)
       return { clockOffsetMs: null, clockResidualMs: null, clockRoundTripMs: null };
     const first = await this.#driver.resyncClock({ vm });
-    const last = Math.abs(first.residualMs) > maxResidualMs ? await this.#driver.resyncClock({ vm }) : first;
+    const last =
+      maxResidualMs !== undefined && Math.abs(first.residualMs) > maxResidualMs
+        ? await this.#driver.resyncClock({ vm })
+        : first;
     return {
       clockOffsetMs: first.offsetBeforeMs,
       clockResidualMs: last.residualMs,

@@ -9,8 +9,10 @@ import {
   HostAgent,
   MemoryJournal,
   createAgentApp,
+  type AgentJournal,
   type HostStepRequest,
   type HostStepStatus,
+  type VmStepResult,
 } from '../../src/agent/index.js';
 import { SimHost, VirtualTime, type SimFault } from '../../src/hypervisor/sim/index.js';
 import { KEEP_FINISHED } from '../../src/agent/journal.js';
@@ -182,6 +184,68 @@ describe('HostAgent on the simulator', () => {
     const status = await second.submit(request());
     assert.equal(status.status, 'failed');
     assert.equal(status.error?.code, 'UNREACHABLE');
+    // Invariant 4: the agent that resumed them resynchronised their clocks, and says so.
+    for (const name of ['a', 'b']) {
+      assert.ok(Math.abs(sim.vm(name).clockOffsetMs) <= 50, `${name} clock offset ${sim.vm(name).clockOffsetMs} ms`);
+      const vm = status.vms.find((v) => v.name === name);
+      assert.ok(vm, `the step reports ${name}`);
+      assert.ok(vm.clockOffsetMs !== null && vm.clockOffsetMs < -500, `${name} was behind: ${vm.clockOffsetMs}`);
+      assert.ok(vm.clockResidualMs !== null && Math.abs(vm.clockResidualMs) <= 50, `residual ${vm.clockResidualMs}`);
+      assert.ok(vm.pauseMs !== null && vm.pauseMs >= 900, `${name} paused ${vm.pauseMs} ms`);
+    }
+  });
+
+  it('an agent killed mid-pause: the lease resumes the VMs and resynchronises their clocks; the next agent reports it', async () => {
+    const time = new VirtualTime();
+    const sim = host(time, [{ kind: 'slow', factor: 3, operation: 'applyHostUpdate' }]);
+    const journalPath = join(dir, 'killed.json');
+    const dead = { value: false };
+    const real = await FileJournal.open(journalPath);
+    // The first agent's process dies: from then on nothing it does reaches the disk or the host.
+    const dying: AgentJournal = {
+      durable: true,
+      get: (id) => real.get(id),
+      compacted: (id) => real.compacted(id),
+      entries: () => real.entries(),
+      put: (entry) => (dead.value ? new Promise<void>(() => undefined) : real.put(entry)),
+    };
+    const driver = sim.connect();
+    const first = await HostAgent.start({ driver, journal: dying, time });
+    const budget = 8000;
+    const step = request({
+      vms: [
+        { name: 'a', path: 'pause', pauseBudgetMs: budget },
+        { name: 'b', path: 'pause', pauseBudgetMs: budget },
+      ],
+    });
+    await drive(time, first.submit(step));
+    await time.advance(1500);
+    assert.equal(sim.vm('a').state, 'paused');
+    dead.value = true;
+    await driver.close();
+    // The hypervisor's lease resumes them before their budget, and resynchronises their clocks.
+    await time.advance(budget);
+    for (let i = 0; i < 100 && sim.vms().some((v) => v.state !== 'running'); i++) await time.advance(100);
+    for (const name of ['a', 'b']) {
+      assert.equal(sim.vm(name).state, 'running');
+      assert.ok(sim.vm(name).longestPauseMs < budget, `${name} paused ${sim.vm(name).longestPauseMs} ms`);
+      assert.ok(Math.abs(sim.vm(name).clockOffsetMs) <= 50, `${name} clock ${sim.vm(name).clockOffsetMs} ms`);
+    }
+    const second = await drive(
+      time,
+      HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(journalPath), time }),
+    );
+    const status = second.status(step.stepId);
+    assert.ok(status);
+    assert.equal(status.status, 'failed');
+    for (const name of ['a', 'b']) {
+      const vm: VmStepResult | undefined = status.vms.find((v) => v.name === name);
+      assert.equal(vm?.outcome, 'lease-resumed', JSON.stringify(vm));
+      assert.ok(vm.pauseMs !== null && vm.pauseMs < budget && vm.pauseMs > budget / 2, `${name} paused ${vm.pauseMs}`);
+      assert.ok(vm.clockOffsetMs !== null && vm.clockOffsetMs < -budget / 2, `${name} was behind ${vm.clockOffsetMs}`);
+      assert.ok(vm.clockResidualMs !== null && Math.abs(vm.clockResidualMs) <= 50, `residual ${vm.clockResidualMs}`);
+    }
+    assert.deepEqual(sim.appliedUpdates(), [], 'the interrupted update is not applied again');
   });
 
   it('moves VMs in place to the new VMM with a short pause', async () => {

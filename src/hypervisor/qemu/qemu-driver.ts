@@ -22,6 +22,7 @@ import type {
   DriverCapabilityFlag,
   GuestTimeResult,
   HypervisorDriver,
+  LeaseResume,
   OperationOptions,
   PauseOptions,
   PauseResult,
@@ -81,6 +82,7 @@ import {
   threadPriority,
   waitGone,
 } from './internal/process.js';
+import { readLeaseResumes, resyncRepeating, withClockLock } from './guest-clock.js';
 import { resolveQemuConfig, type QemuDriverConfig, type ResolvedQemuConfig } from './qemu-config.js';
 import type {
   LocalMigrationOptions,
@@ -149,13 +151,6 @@ const MONITOR_CONNECT_TIMEOUT_MS = 5_000;
 const CLEANUP_STEP_MS = 5_000;
 /** How long a process asked to quit gets before it is killed. */
 const QUIT_GRACE_MS = 3_000;
-/**
- * Clock steps a resync may take. On a busy guest about one step in three lands a scheduler tick
- * late (4-9 ms under TCG: qemu-ga waits for the tenant's process to yield the vCPU), and the others
- * within a fraction of a millisecond; five give about 2 in 1,000 resyncs left off by a tick. Beyond
- * that the residual is reported as it is (the agent decides what to do with it).
- */
-export const RESYNC_ATTEMPTS = 5;
 /** How long a swap waits for the new process's watchdog to connect and settle before the switchover. */
 const WATCHDOG_READY_TIMEOUT_MS = 5_000;
 /** A watchdog is settled once its CPU time grew by less than this… */
@@ -534,23 +529,32 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /**
-   * {@link resyncGuestClock}, stepped again (up to {@link RESYNC_ATTEMPTS} steps in all) while the
-   * residual is larger than the round trip that measured it: a busy guest may run qemu-ga late, and
-   * the value then lands late by that much. The result's `offsetBeforeMs` is the first measurement.
+   * {@link resyncRepeating}: {@link resyncGuestClock} stepped again while the residual is larger
+   * than its round trip, holding the VM's clock lock, so that it never interleaves with the resume
+   * watchdog's resync of the same VM (see `guest-clock.ts`).
    */
   async resyncClock(options: ResyncClockOptions): Promise<ResyncClockResult> {
-    const first = await this.#resyncOnce(options);
-    let result = first;
-    // Once a step was taken, its aim is the round trip; the tolerance only decides whether to step.
-    for (
-      let attempt = 1;
-      attempt < RESYNC_ATTEMPTS && result.stepped && Math.abs(result.residualMs) > result.roundTripMs;
-      attempt++
-    ) {
-      const again = await this.#resyncOnce({ ...options, toleranceMs: 0 });
-      result = Object.freeze({ ...again, offsetBeforeMs: first.offsetBeforeMs, stepped: true });
-    }
-    return result;
+    const handle = this.#handles.get(options.vm);
+    const resync = (): Promise<ResyncClockResult> =>
+      resyncRepeating((o) => this.#resyncOnce({ ...options, ...o }), options.toleranceMs);
+    return handle === undefined ? resync() : withClockLock(handle.paths.clockLock, resync);
+  }
+
+  /**
+   * The pauses the VM's resume watchdog ended, with its clock resync after each (from
+   * `lease-resumes.json`, which outlives drivers and processes). A resync under way is waited for:
+   * the watchdog holds the clock lock until it has recorded it.
+   */
+  leaseResumes(options: VmOperationOptions): Promise<readonly LeaseResume[]> {
+    return this.#run('leaseResumes', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      const path = handle.paths.leaseResumes;
+      return Object.freeze(
+        await withClockLock(handle.paths.clockLock, () => Promise.resolve(readLeaseResumes(path)), {
+          waitMs: Math.max(0, call.deadline - Date.now()),
+        }),
+      );
+    });
   }
 
   #resyncOnce(options: ResyncClockOptions): Promise<ResyncClockResult> {
@@ -1103,6 +1107,14 @@ export class QemuDriver implements HypervisorDriver {
         handle.paths.lease,
         '--max-pause-ms',
         String(this.config.watchdogMaxPauseMs),
+        // After a resume of its own, the watchdog resynchronises the guest clock (invariant 4).
+        '--vm',
+        handle.name,
+        '--lease-resumes',
+        handle.paths.leaseResumes,
+        '--clock-lock',
+        handle.paths.clockLock,
+        ...(handle.record.spec.guestAgent ? ['--guest-agent', paths.guestAgent] : []),
       ],
       { logFile: paths.watchdogLog, cwd: paths.dir },
     );
