@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { IntermissionError, isIntermissionError } from '../../domain/index.js';
 import type { VmCapabilities } from '../../domain/rollout/index.js';
 import {
@@ -83,6 +82,7 @@ import {
   waitGone,
 } from './internal/process.js';
 import { readLeaseResumes, resyncRepeating, withClockLock } from './guest-clock.js';
+import { defaultWatchdogCommand, watchdogArgv, watchdogStarted } from './watchdog-command.js';
 import { resolveQemuConfig, type QemuDriverConfig, type ResolvedQemuConfig } from './qemu-config.js';
 import type {
   LocalMigrationOptions,
@@ -1101,20 +1101,16 @@ export class QemuDriver implements HypervisorDriver {
       command,
       [
         ...prefix,
-        '--qmp',
-        paths.watchdogQmp,
-        '--lease',
-        handle.paths.lease,
-        '--max-pause-ms',
-        String(this.config.watchdogMaxPauseMs),
         // After a resume of its own, the watchdog resynchronises the guest clock (invariant 4).
-        '--vm',
-        handle.name,
-        '--lease-resumes',
-        handle.paths.leaseResumes,
-        '--clock-lock',
-        handle.paths.clockLock,
-        ...(handle.record.spec.guestAgent ? ['--guest-agent', paths.guestAgent] : []),
+        ...watchdogArgv({
+          monitor: paths.watchdogQmp,
+          lease: handle.paths.lease,
+          maxPauseMs: this.config.watchdogMaxPauseMs,
+          vm: handle.name,
+          leaseResumes: handle.paths.leaseResumes,
+          clockLock: handle.paths.clockLock,
+          ...(handle.record.spec.guestAgent ? { guestAgent: paths.guestAgent } : {}),
+        }),
       ],
       { logFile: paths.watchdogLog, cwd: paths.dir },
     );
@@ -2092,15 +2088,6 @@ function allThreadsStopped(pid: number): boolean {
   }
 }
 
-/** Whether a watchdog's log shows it connected to its monitor (its `start` entry). */
-function watchdogStarted(logFile: string): boolean {
-  try {
-    return readFileSync(logFile, 'utf8').includes('"event":"start"');
-  } catch {
-    return false;
-  }
-}
-
 /** Runs `body` on a short-lived monitor connection. */
 async function withMonitor<T>(path: string, body: (qmp: QmpClient) => Promise<T>): Promise<T> {
   const qmp = await QmpClient.connect({ path, timeoutMs: MONITOR_CONNECT_TIMEOUT_MS });
@@ -2109,17 +2096,4 @@ async function withMonitor<T>(path: string, body: (qmp: QmpClient) => Promise<T>
   } finally {
     await qmp.close();
   }
-}
-
-/**
- * How to start the watchdog: `node watchdog.js` beside this module once built, or through tsx when
- * running from source.
- */
-function defaultWatchdogCommand(): string[] {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    const tsx: string = String(import.meta.resolve('tsx'));
-    return [process.execPath, '--import', tsx, fileURLToPath(new URL('./watchdog.ts', here))];
-  }
-  return [process.execPath, fileURLToPath(new URL('./watchdog.js', here))];
 }
