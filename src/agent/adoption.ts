@@ -63,7 +63,8 @@ export async function adoptHost(options: AdoptHostOptions): Promise<void> {
     const vms: VmStepResult[] = [];
     for (const vm of entry.request.vms) {
       if (!PAUSING_PATHS.has(vm.path) || !names.has(vm.name)) continue;
-      vms.push(await adoptVm(options, entry, vm, resumedHere.get(vm.name)));
+      const result = await adoptVm(options, entry, vm, resumedHere.get(vm.name));
+      if (result !== undefined) vms.push(result);
       done.add(vm.name);
     }
     await journal.put({
@@ -89,18 +90,27 @@ export async function adoptHost(options: AdoptHostOptions): Promise<void> {
   }
 }
 
-/** The result of one VM of an interrupted step, its clock resynchronised. */
+/**
+ * The result of one VM of an interrupted step, its clock resynchronised; undefined when nothing
+ * shows that the step touched it (not found paused, no lease resume, its clock in step): a VM the
+ * predecessor never paused, or one that came back with a fresh process.
+ */
 async function adoptVm(
   options: AdoptHostOptions,
   entry: JournalEntry,
   vm: VmInStep,
   resumedHere: ResumedHere | undefined,
-): Promise<VmStepResult> {
+): Promise<VmStepResult | undefined> {
   // Resynchronised first: the driver waits for a lease's resync under way, so the record is complete.
   const clock = await resyncQuietly(options, vm.name, entry.request.maxClockResidualMs);
   const lease = await leaseResumeOf(options.driver, vm.name, entry.status.startedAt);
   const resumedBy = lease ? 'lease' : resumedHere ? 'agent' : 'unknown';
   options.onClock({ host: options.host, vm: vm.name, resumedBy, ...clockInfo(clock) });
+  // Resumed by the predecessor before it died, without its resync, shows as a clock found behind.
+  const offset = 'fields' in clock ? clock.fields.clockOffsetMs : null;
+  if (resumedBy === 'unknown' && (offset === null || Math.abs(offset) <= entry.request.maxClockResidualMs)) {
+    return undefined;
+  }
   const pausedAt = lease?.pausedAt ?? resumedHere?.pausedAt ?? null;
   const resumedAt = lease?.resumedAt ?? resumedHere?.resumedAt ?? null;
   const pauseMs = pausedAt !== null && resumedAt !== null ? resumedAt - pausedAt : null;

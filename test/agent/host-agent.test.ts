@@ -77,6 +77,35 @@ async function drive<T>(time: VirtualTime, promise: Promise<T>): Promise<T> {
   return watched;
 }
 
+/**
+ * An agent whose process can be killed: from `kill()` on, nothing it does reaches the disk (its
+ * journal writes never land) or the host (its driver connection is closed).
+ */
+async function dyingAgent(
+  sim: SimHost,
+  time: VirtualTime,
+  journalPath: string,
+): Promise<{ agent: HostAgent; kill: () => Promise<void> }> {
+  const dead = { value: false };
+  const real = await FileJournal.open(journalPath);
+  const journal: AgentJournal = {
+    durable: true,
+    get: (id) => real.get(id),
+    compacted: (id) => real.compacted(id),
+    entries: () => real.entries(),
+    put: (entry) => (dead.value ? new Promise<void>(() => undefined) : real.put(entry)),
+  };
+  const driver = sim.connect();
+  const agent = await HostAgent.start({ driver, journal, time });
+  return {
+    agent,
+    kill: async () => {
+      dead.value = true;
+      await driver.close();
+    },
+  };
+}
+
 let dir: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'intermission-agent-'));
@@ -170,11 +199,12 @@ describe('HostAgent on the simulator', () => {
     const time = new VirtualTime();
     const sim = host(time, [{ kind: 'slow', factor: 3, operation: 'applyHostUpdate' }]);
     const journalPath = join(dir, 'restart.json');
-    const first = await HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(journalPath), time });
-    await drive(time, first.submit(request()));
+    const first = await dyingAgent(sim, time, journalPath);
+    await drive(time, first.agent.submit(request()));
     await time.advance(1000); // paused, applying
     assert.equal(sim.vm('a').state, 'paused');
     // The old agent process is gone (its driver connection with it); a new one starts on the same host.
+    await first.kill();
     const second = await drive(
       time,
       HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(journalPath), time }),
@@ -199,18 +229,7 @@ describe('HostAgent on the simulator', () => {
     const time = new VirtualTime();
     const sim = host(time, [{ kind: 'slow', factor: 3, operation: 'applyHostUpdate' }]);
     const journalPath = join(dir, 'killed.json');
-    const dead = { value: false };
-    const real = await FileJournal.open(journalPath);
-    // The first agent's process dies: from then on nothing it does reaches the disk or the host.
-    const dying: AgentJournal = {
-      durable: true,
-      get: (id) => real.get(id),
-      compacted: (id) => real.compacted(id),
-      entries: () => real.entries(),
-      put: (entry) => (dead.value ? new Promise<void>(() => undefined) : real.put(entry)),
-    };
-    const driver = sim.connect();
-    const first = await HostAgent.start({ driver, journal: dying, time });
+    const { agent: first, kill } = await dyingAgent(sim, time, journalPath);
     const budget = 8000;
     const step = request({
       vms: [
@@ -221,8 +240,7 @@ describe('HostAgent on the simulator', () => {
     await drive(time, first.submit(step));
     await time.advance(1500);
     assert.equal(sim.vm('a').state, 'paused');
-    dead.value = true;
-    await driver.close();
+    await kill();
     // The hypervisor's lease resumes them before their budget, and resynchronises their clocks.
     await time.advance(budget);
     for (let i = 0; i < 100 && sim.vms().some((v) => v.state !== 'running'); i++) await time.advance(100);
