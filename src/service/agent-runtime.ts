@@ -153,5 +153,10 @@ export function logAgent(agent: HostAgent, log: Logger): void {
   );
   agent.on('agent:lease:expired', (i) => log.warn(i, 'resume lease expired: VM resumed by its lease'));
   agent.on('agent:adopt:resumed', (i) => log.warn(i, 'VM found paused at start-up resumed'));
+  agent.on('agent:adopt:clock', (i) =>
+    i.error === null
+      ? log.info(i, 'clock of a VM paused by an interrupted step resynchronised')
+      : log.warn(i, 'clock of a VM paused by an interrupted step could not be resynchronised'),
+  );
   agent.on('agent:error', (e) => log.error({ code: e.code, err: e.message }, 'agent error'));
 }

@@ -474,6 +474,27 @@ describe('rollouts through the controller on real QEMU guests (TCG)', { skip: pr
       const step = d.steps.find((x) => x.host === 'qh0');
       assert.equal(step?.status, 'failed');
       assert.match(step.error ?? '', /restarted while the step ran/);
+      // Invariant 4, whoever resumed them: each watchdog resynchronised its guest's clock after its
+      // resume, and the restarted agent reported it, as the controller recorded it.
+      for (const vm of ['web_0', 'db_0']) {
+        const op = d.operations.find((o) => o.vm === vm && o.host === 'qh0');
+        assert.ok(op, `${vm} has an operation of the interrupted step: ${JSON.stringify(d.operations)}`);
+        t.diagnostic(
+          `${vm}: ${op.outcome}, paused ${op.pauseMs} ms, clock ${op.clockOffsetMs} → ${op.clockResidualMs} ms`,
+        );
+        assert.equal(op.outcome, 'lease-resumed');
+        assert.ok(op.pauseMs !== null && op.pauseMs <= BUDGET_MS, `${vm} paused ${op.pauseMs} ms`);
+        assert.ok(
+          op.clockOffsetMs !== null && op.clockOffsetMs < -BUDGET_MS / 2,
+          `${vm} was behind: ${op.clockOffsetMs}`,
+        );
+        const roundTripMs = resultOf(d, vm)?.clockRoundTripMs;
+        assert.ok(op.clockResidualMs !== null && typeof roundTripMs === 'number', `${vm}'s residual was measured`);
+        assert.ok(
+          Math.abs(op.clockResidualMs) <= Math.max(roundTripMs, 100),
+          `${vm}: residual ${op.clockResidualMs} ms, round trip ${roundTripMs} ms`,
+        );
+      }
       // The patch was cut short with its agent, and the new agent never ran the step again.
       const patched = (await readFile(s.patchLog('qh0'), 'utf8')).trim().split('\n');
       assert.deepEqual(patched, ['patch-1'], 'patch-2 never completed on qh0');

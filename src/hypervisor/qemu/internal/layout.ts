@@ -7,6 +7,8 @@
  * ```
  * <runDir>/<vm>/vm.json           VmRecordFile: the spec, the current process, a swap under way
  * <runDir>/<vm>/lease.json        LeaseFile: the resume lease of the current pause
+ * <runDir>/<vm>/lease-resumes.json  the pauses the watchdog ended, each with its clock resync
+ * <runDir>/<vm>/clock.lock        held by whoever resynchronises the guest clock (driver or watchdog)
  * <runDir>/<vm>/serial.log        serial console of every process of the VM, appended to
  * <runDir>/<vm>/metadata.sock     default metadata channel (served by the host agent)
  * <runDir>/<vm>/g<N>/qmp.sock     the driver's monitor of process N
@@ -103,6 +105,9 @@ export interface VmPaths {
   readonly dir: string;
   readonly record: string;
   readonly lease: string;
+  /** `LeaseResume[]` (see `guest-clock.ts`), newest last. */
+  readonly leaseResumes: string;
+  readonly clockLock: string;
   readonly serialLog: string;
   readonly defaultMetadataSocket: string;
 }
@@ -126,6 +131,8 @@ export function vmPaths(runDir: string, vm: string): VmPaths {
     dir,
     record: join(dir, 'vm.json'),
     lease: join(dir, 'lease.json'),
+    leaseResumes: join(dir, 'lease-resumes.json'),
+    clockLock: join(dir, 'clock.lock'),
     serialLog: join(dir, 'serial.log'),
     defaultMetadataSocket: join(dir, 'metadata.sock'),
   };
