@@ -77,13 +77,24 @@ export function eventView(e: MaintenanceEvent): EventView {
 }
 
 /**
+ * Who owns an event scheduled through POST /v1/events. Tenants' and operators' names live in one
+ * token file but are kept apart here, so that a tenant whose name matches an operator's never owns
+ * that operator's drills.
+ */
+function drillOwner(principal: Principal): string {
+  return principal.role === 'tenant'
+    ? `${DRILL_OWNER_PREFIX}tenant:${principal.name}`
+    : `${DRILL_OWNER_PREFIX}${principal.name}`;
+}
+
+/**
  * Throws SCOPE_VIOLATION (403) unless a tenant may cancel the event: one it scheduled itself through
- * POST /v1/events (owner `drill:<its name>`, source User) for VMs that are all its own. Nothing else
- * (platform events, a rollout's, an operator's drill) is a tenant's to cancel.
+ * POST /v1/events (owner `drill:tenant:<its name>`, source User) for VMs that are all its own. Nothing
+ * else (platform events, a rollout's, an operator's drill) is a tenant's to cancel.
  */
 function assertTenantMayCancel(principal: Principal & { role: 'tenant' }, event: MaintenanceEvent): void {
   const own = event.resources.every((vm) => principal.vms.includes(vm));
-  const scheduledByIt = event.owner === `${DRILL_OWNER_PREFIX}${principal.name}` && event.source === 'User';
+  const scheduledByIt = event.owner === drillOwner(principal) && event.source === 'User';
   if (own && scheduledByIt) return;
   throw new IntermissionError(
     'SCOPE_VIOLATION',
@@ -551,13 +562,13 @@ export function createControlApp({
       ...(body.description === undefined ? {} : { description: body.description }),
       // Tenants' events are theirs: User. Operators choose, and drills default to User as well.
       source: principal.role === 'tenant' ? 'User' : (body.source ?? 'User'),
-      owner: `${DRILL_OWNER_PREFIX}${principal.name}`,
+      owner: drillOwner(principal),
     });
     return c.json(eventView(event), 201);
   });
 
   /**
-   * Tenants may cancel only the user events they scheduled themselves (owner `drill:<their name>`,
+   * Tenants may cancel only the user events they scheduled themselves (owner `drill:tenant:<name>`,
    * source User, all VMs theirs); platform events they may approve (through the metadata service),
    * never cancel. An operator's cancellation of a rollout's event goes through the executor, which
    * records the host steps it leaves out as cancelled by that operator, not as failed.
