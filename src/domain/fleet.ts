@@ -13,6 +13,46 @@ import {
   type VmInstanceInfo,
 } from './vocabulary.js';
 
+/**
+ * Bounds of a fleet file (docs/limits.md, "Rollouts, policies and fleet files"). A fleet file is the
+ * operator's, but a generated one can be wrong by orders of magnitude; each bound turns such a file
+ * into a clear INVALID_INPUT at start instead of a controller that runs out of memory or hands
+ * tenants a metadata document of megabytes. Update and fault domains are bounded by the design's
+ * {@link MAX_UPDATE_DOMAINS} (20) and {@link MAX_FAULT_DOMAINS} (3).
+ */
+export const FLEET_LIMITS = Object.freeze({
+  /**
+   * Most hosts: 50,000, five times the benchmark region (10,000 hosts, 250,000 VMs), which one
+   * controller applies in under 1 GiB (README, "Memory"). Past that, split the fleet over regions.
+   */
+  maxHosts: 50_000,
+  /** Most VMs: 1,000,000, four times the benchmark region, for the same reason. */
+  maxVms: 1_000_000,
+  /** Most availability sets: 200,000, enough for every VM of the largest fleet in sets of five. */
+  maxAvailabilitySets: 200_000,
+  /** Longest host, set or VM name: Azure's 64 characters (the name pattern below). */
+  maxNameLength: 64,
+  /** Most labels on a host, and their key and value lengths (Kubernetes allows 63 + a 253 prefix). */
+  maxLabels: 64,
+  maxLabelLength: 256,
+  /** Most tags of a VM, and their name and value lengths: Azure's own limits (50, 512, 256). */
+  maxTags: 50,
+  maxTagNameLength: 512,
+  maxTagValueLength: 256,
+  /** userData, in characters: Azure's 64 KiB. The metadata service hands it to the guest as is. */
+  maxUserDataLength: 64 * 1024,
+  /** Most SSH public keys of a VM, and the longest key (a 16384-bit RSA key is under 3 KiB). */
+  maxPublicKeys: 32,
+  maxKeyDataLength: 16 * 1024,
+  /** Longest other instance fact (location, size, computer name, addresses...). */
+  maxFactLength: 256,
+  /**
+   * Largest fleet file read, in bytes: 256 MiB, about twice the JSON of the largest fleet. The whole
+   * file is read and parsed in memory; a larger one is refused before it is read.
+   */
+  maxFileBytes: 256 * 1024 * 1024,
+} as const);
+
 /** Azure resource-name rules, the strictest that our VMs meet: 1-64 of letters, digits, `_ - .`. */
 const NAME = z
   .string()
