@@ -64,25 +64,34 @@ const GUID = z
   .string()
   .regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, 'must be a GUID');
 
+const FACT = z.string().max(FLEET_LIMITS.maxFactLength);
+const LABELS = z
+  .record(z.string().max(FLEET_LIMITS.maxLabelLength), z.string().max(FLEET_LIMITS.maxLabelLength))
+  .refine((l) => Object.keys(l).length <= FLEET_LIMITS.maxLabels, `at most ${FLEET_LIMITS.maxLabels} labels`);
+
 const instanceSchema = z
   .object({
-    location: z.string(),
-    vmSize: z.string(),
+    location: FACT,
+    vmSize: FACT,
     osType: z.enum(['Linux', 'Windows']),
-    resourceGroupName: z.string(),
-    subscriptionId: z.string(),
-    tags: z.record(z.string(), z.string()),
-    zone: z.string(),
-    computerName: z.string(),
-    adminUsername: z.string(),
-    publicKeys: z.array(z.object({ keyData: z.string(), path: z.string() }).strict()),
-    userData: z.string(),
+    resourceGroupName: FACT,
+    subscriptionId: FACT,
+    tags: z
+      .record(z.string().max(FLEET_LIMITS.maxTagNameLength), z.string().max(FLEET_LIMITS.maxTagValueLength))
+      .refine((t) => Object.keys(t).length <= FLEET_LIMITS.maxTags, `at most ${FLEET_LIMITS.maxTags} tags`),
+    zone: FACT,
+    computerName: FACT,
+    adminUsername: FACT,
+    publicKeys: z
+      .array(z.object({ keyData: z.string().max(FLEET_LIMITS.maxKeyDataLength), path: FACT }).strict())
+      .max(FLEET_LIMITS.maxPublicKeys),
+    userData: z.string().max(FLEET_LIMITS.maxUserDataLength),
     macAddress: z.string().regex(/^[0-9A-Fa-f]{12}$/, 'must be 12 hex digits without separators'),
-    privateIpAddress: z.string(),
-    subnetAddress: z.string(),
-    subnetPrefix: z.string(),
+    privateIpAddress: FACT,
+    subnetAddress: FACT,
+    subnetPrefix: FACT,
     priority: z.enum(['Regular', 'Spot']),
-    vmScaleSetName: z.string(),
+    vmScaleSetName: FACT,
   })
   .strict()
   .partial();
@@ -92,31 +101,62 @@ export const fleetFileSchema = z
   .object({
     /** Instance facts shared by every VM unless the VM overrides them. */
     defaults: instanceSchema.optional(),
-    hosts: z.array(z.object({ name: NAME, labels: z.record(z.string(), z.string()).optional() }).strict()),
+    hosts: z
+      .array(z.object({ name: NAME, labels: LABELS.optional() }).strict())
+      .max(FLEET_LIMITS.maxHosts, `at most ${FLEET_LIMITS.maxHosts} hosts`),
     availabilitySets: z
       .array(
         z
           .object({
             name: NAME,
-            updateDomains: z.number().int().min(1).max(MAX_UPDATE_DOMAINS).optional(),
-            faultDomains: z.number().int().min(1).max(MAX_FAULT_DOMAINS).optional(),
+            updateDomains: z
+              .number()
+              .int()
+              .min(1)
+              .max(MAX_UPDATE_DOMAINS, `a set has at most ${MAX_UPDATE_DOMAINS} update domains`)
+              .optional(),
+            faultDomains: z
+              .number()
+              .int()
+              .min(1)
+              .max(MAX_FAULT_DOMAINS, `a set has at most ${MAX_FAULT_DOMAINS} fault domains`)
+              .optional(),
           })
           .strict(),
       )
+      .max(FLEET_LIMITS.maxAvailabilitySets, `at most ${FLEET_LIMITS.maxAvailabilitySets} availability sets`)
       .optional(),
-    vms: z.array(
-      z
-        .object({
-          name: NAME,
-          vmId: GUID.optional(),
-          host: NAME,
-          availabilitySet: NAME.optional(),
-          updateDomain: z.number().int().min(0).optional(),
-          faultDomain: z.number().int().min(0).optional(),
-          instance: instanceSchema.optional(),
-        })
-        .strict(),
-    ),
+    vms: z
+      .array(
+        z
+          .object({
+            name: NAME,
+            vmId: GUID.optional(),
+            host: NAME,
+            availabilitySet: NAME.optional(),
+            updateDomain: z
+              .number()
+              .int()
+              .min(0)
+              .max(
+                MAX_UPDATE_DOMAINS - 1,
+                `at most ${MAX_UPDATE_DOMAINS - 1} (a set has at most ${MAX_UPDATE_DOMAINS} update domains)`,
+              )
+              .optional(),
+            faultDomain: z
+              .number()
+              .int()
+              .min(0)
+              .max(
+                MAX_FAULT_DOMAINS - 1,
+                `at most ${MAX_FAULT_DOMAINS - 1} (a set has at most ${MAX_FAULT_DOMAINS} fault domains)`,
+              )
+              .optional(),
+            instance: instanceSchema.optional(),
+          })
+          .strict(),
+      )
+      .max(FLEET_LIMITS.maxVms, `at most ${FLEET_LIMITS.maxVms} VMs`),
   })
   .strict();
 

@@ -50,7 +50,8 @@ function duration(bounds: DurationBounds) {
         });
         return z.NEVER;
       }
-      ms = Math.round(value);
+      // `+ 0` turns -0 (JSON `-0`) into 0: -0 survives JSON as 0 and would not round-trip.
+      ms = value < 0 ? value : Math.round(value) + 0;
     } else {
       try {
         ms = parseDuration(value, { max: bounds.max, name: label });
@@ -74,7 +75,7 @@ function duration(bounds: DurationBounds) {
 const instant = z
   .union([z.number(), z.iso.datetime({ offset: true }).transform((text) => Date.parse(text))])
   .transform((t, ctx): number => {
-    const ms = Math.round(t);
+    const ms = Math.round(t) + 0;
     if (!isRenderableTime(ms)) {
       ctx.addIssue({
         code: 'custom',
@@ -270,8 +271,15 @@ function freezeSelector(s: HostSelector): HostSelector {
 /** Validates a policy and fills in its defaults; settle time and notice are scaled by `scale`. */
 export function resolvePolicy(policy: RolloutPolicy | undefined, scale: TimeScale): ResolvedPolicy {
   const p = parseRolloutPolicy(policy ?? {});
+  // Only the keys that hold a value: `days: undefined` would not survive the plan's JSON round-trip.
   const windows: MaintenanceWindow[] = (p.windows ?? []).map((w) =>
-    Object.freeze(w.kind === 'daily' && w.days ? { ...w, days: Object.freeze([...w.days]) } : { ...w }),
+    Object.freeze(
+      w.kind === 'interval'
+        ? { kind: w.kind, start: w.start, end: w.end }
+        : w.days
+          ? { kind: w.kind, start: w.start, durationMs: w.durationMs, days: Object.freeze([...w.days]) }
+          : { kind: w.kind, start: w.start, durationMs: w.durationMs },
+    ),
   );
   return Object.freeze({
     pauseBudgetMs: p.pauseBudgetMs ?? DEFAULT_PAUSE_BUDGET_MS,
