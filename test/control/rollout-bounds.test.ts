@@ -140,4 +140,20 @@ describe('POST /v1/plans and /v1/rollouts: times, durations and counts at the ed
     assert.doesNotMatch(stored, /e\+|null,"expectedEndAt"/);
     assert.equal((await call('POST', '/v1/rollouts/at-bounds/cancel')).status, 200);
   });
+
+  it('documents the bounds in the OpenAPI document', async () => {
+    const res = await fetch(`${base}/openapi.json`);
+    assert.equal(res.status, 200);
+    const doc = (await res.json()) as {
+      components: {
+        schemas: { RolloutRequest: { properties: Record<string, { properties: Record<string, unknown> }> } };
+      };
+    };
+    const { update, policy } = doc.components.schemas.RolloutRequest.properties;
+    const applyMs = update?.properties.expectedApplyMs as { anyOf: { maximum?: number }[]; description: string };
+    assert.equal(applyMs.anyOf[0]?.maximum, 6 * 3_600_000);
+    assert.match(applyMs.description, /at most 6h \(21600000 ms\)/);
+    const settle = policy?.properties.settleMs as { anyOf: { maximum?: number }[] };
+    assert.equal(settle.anyOf[0]?.maximum, 24 * 3_600_000);
+  });
 });

@@ -40,32 +40,43 @@ interface DurationBounds {
 function duration(bounds: DurationBounds) {
   const min = bounds.positive === true ? 'more than 0' : '0 or more';
   const label = bounds.label ?? 'duration';
-  return z.union([z.number(), z.string()]).transform((value, ctx): number => {
-    let ms: number;
-    if (typeof value === 'number') {
-      if (!Number.isFinite(value) || value > bounds.max) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `${label} ${value} ms is too long: at most ${describeBound(bounds.max)}`,
-        });
+  const range = `${min}, at most ${describeBound(bounds.max)}`;
+  const tooLong = (input: unknown): string =>
+    `${label} ${String(input)} ms is too long: at most ${describeBound(bounds.max)}`;
+  // The number form carries its bounds as JSON Schema `minimum`/`maximum`, so the OpenAPI document
+  // shows them; the transform checks both forms again.
+  const numberForm = z
+    .number()
+    .min(0, { error: () => `a ${label} of ${range}` })
+    .max(bounds.max, { error: (issue) => tooLong(issue.input) });
+  // No duration is written in more than a few characters: a long text is refused before it is read.
+  const textForm = z.string().max(64, `${label} text is at most 64 characters, e.g. "30s", "15m", "PT2H"`);
+  return z
+    .union([numberForm, textForm])
+    .meta({ description: `milliseconds, or text such as "30s", "15m", "PT2H"; ${range}` })
+    .transform((value, ctx): number => {
+      let ms: number;
+      if (typeof value === 'number') {
+        if (!Number.isFinite(value) || value > bounds.max) {
+          ctx.addIssue({ code: 'custom', message: tooLong(value) });
+          return z.NEVER;
+        }
+        // `+ 0` turns -0 (JSON `-0`) into 0: -0 survives JSON as 0 and would not round-trip.
+        ms = value < 0 ? value : Math.round(value) + 0;
+      } else {
+        try {
+          ms = parseDuration(value, { max: bounds.max, name: label });
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: error instanceof Error ? error.message : String(error) });
+          return z.NEVER;
+        }
+      }
+      if (ms < 0 || (bounds.positive === true && ms === 0)) {
+        ctx.addIssue({ code: 'custom', message: `a ${label} of ${range}` });
         return z.NEVER;
       }
-      // `+ 0` turns -0 (JSON `-0`) into 0: -0 survives JSON as 0 and would not round-trip.
-      ms = value < 0 ? value : Math.round(value) + 0;
-    } else {
-      try {
-        ms = parseDuration(value, { max: bounds.max, name: label });
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: error instanceof Error ? error.message : String(error) });
-        return z.NEVER;
-      }
-    }
-    if (ms < 0 || (bounds.positive === true && ms === 0)) {
-      ctx.addIssue({ code: 'custom', message: `a ${label} of ${min}, at most ${describeBound(bounds.max)}` });
-      return z.NEVER;
-    }
-    return ms;
-  });
+      return ms;
+    });
 }
 
 /**
