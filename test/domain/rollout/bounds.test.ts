@@ -217,7 +217,7 @@ describe('the planner behind the edge', () => {
     assert.equal(p.waves[0]?.startAt, soon);
   });
 
-  it('refuses a plan whose times run past 9999, and a `now` that is not a time', () => {
+  it('refuses a plan whose times run past 9999, and a `now` that is not a time; floors a fractional one', () => {
     const late = MAX_RENDERABLE_TIME - 10 * MINUTE;
     refuses(
       () =>
@@ -229,7 +229,9 @@ describe('the planner behind the edge', () => {
       /the plan cannot be carried out: .* is not a time clients can read/,
     );
     refuses(() => planRollout({ fleet: twoHosts, update: update() as Update, now: 1e300 }), /`now` must be/);
-    refuses(() => planRollout({ fleet: twoHosts, update: update() as Update, now: NOW + 0.5 }), /`now` must be/);
+    refuses(() => planRollout({ fleet: twoHosts, update: update() as Update, now: -1 }), /`now` must be/);
+    // A virtual clock between two milliseconds plans from the whole one before it.
+    assert.equal(planRollout({ fleet: twoHosts, update: update() as Update, now: NOW + 0.5 }).plannedAt, NOW);
   });
 
   it('the store refuses to commit a plan with a time that cannot render, and keeps nothing of it', async () => {
