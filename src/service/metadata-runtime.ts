@@ -8,7 +8,7 @@ import {
   type EventTimingOptions,
   type Fleet,
 } from '../domain/index.js';
-import { createControlApp, type MetricsAuth } from '../control/app.js';
+import { createControlApp, type InternalFailure, type MetricsAuth } from '../control/app.js';
 import { controlFileSchema } from '../control/client.js';
 import { LiveHub } from '../control/live.js';
 import { feedLiveHub } from '../control/live-feed.js';
@@ -179,6 +179,16 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         sessions,
         ...(options.metricsAuth ? { metricsAuth: options.metricsAuth } : {}),
         ...(controller ? { controller } : {}),
+        // The client sees a generic message and the reference; the detail goes to the log.
+        ...(options.logger
+          ? {
+              onInternalError: (f: InternalFailure) =>
+                options.logger?.error(
+                  { reference: f.reference, method: f.method, path: f.path, err: f.error },
+                  'control API request failed',
+                ),
+            }
+          : {}),
       }).fetch,
       options.control,
       options.httpLimits?.control ? { limits: options.httpLimits.control } : {},
