@@ -93,7 +93,9 @@ const json = (schema: JsonSchema): Readonly<Record<string, { readonly schema: Js
   'application/json': { schema },
 });
 const ok = (description: string, schema: string): OpenApiResponse => ({ description, content: json(ref(schema)) });
-const errors = (...statuses: (400 | 401 | 403 | 404 | 409 | 503)[]): Record<string, { $ref: string }> =>
+const errors = (
+  ...statuses: (400 | 401 | 403 | 404 | 408 | 409 | 413 | 429 | 503)[]
+): Record<string, { $ref: string }> =>
   Object.fromEntries(statuses.map((s) => [String(s), { $ref: `#/components/responses/E${s}` }]));
 const pathParam = (name: string, description: string): OpenApiParameter => ({
   name,
@@ -141,7 +143,7 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
     parameters: [ROLLOUT_ID],
     responses: { '200': ok('The rollout after the change.', 'RolloutSummary'), ...errors(401, 404, 409) },
   });
-  return {
+  return withListenerLimits({
     openapi: '3.1.0',
     info: {
       title: 'Intermission control API',
@@ -445,7 +447,7 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
               description: 'An endless text/event-stream; each `data` is a LiveMessage.',
               content: { 'text/event-stream': { schema: ref('LiveMessage') } },
             },
-            ...errors(401, 503),
+            ...errors(401, 429, 503),
           },
         },
       },
@@ -545,9 +547,42 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         E401: { description: 'No valid token, or not allowed for this role.', content: json(ref('ErrorBody')) },
         E403: { description: 'Outside the tenant’s VMs (SCOPE_VIOLATION).', content: json(ref('ErrorBody')) },
         E404: { description: 'Not found.', content: json(ref('ErrorBody')) },
+        E408: {
+          description: 'The request did not arrive whole within the listener’s request timeout (docs/limits.md).',
+          content: json(ref('ErrorBody')),
+        },
         E409: { description: 'Conflict with the current state.', content: json(ref('ErrorBody')) },
+        E413: {
+          description: 'The body is larger than the listener allows (PAYLOAD_TOO_LARGE; 1 MiB by default).',
+          content: json(ref('ErrorBody')),
+        },
+        E429: {
+          description: 'Too many live streams for this token (TOO_MANY_REQUESTS; 8 by default).',
+          content: json(ref('ErrorBody')),
+        },
         E503: { description: 'Unavailable; retry.', content: json(ref('ErrorBody')) },
       },
     },
-  };
+  });
+}
+
+/**
+ * The listener answers any request that may carry a body (POST, PUT, PATCH, DELETE) with 413 when
+ * the body is too large and 408 when it does not arrive in time, before a route sees it: every such
+ * operation lists both.
+ */
+function withListenerLimits(doc: OpenApiDocument): OpenApiDocument {
+  const paths = Object.fromEntries(
+    Object.entries(doc.paths).map(([path, item]) => [
+      path,
+      Object.fromEntries(
+        Object.entries(item).map(([method, op]) =>
+          ['post', 'put', 'patch', 'delete'].includes(method)
+            ? [method, { ...op, responses: { ...op.responses, ...errors(408, 413) } }]
+            : [method, op],
+        ),
+      ),
+    ]),
+  );
+  return { ...doc, paths };
 }

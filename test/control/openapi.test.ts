@@ -89,6 +89,16 @@ describe('the OpenAPI document', () => {
       .properties.update.properties;
     assert.ok('expectedApplyMs' in update && 'kind' in update);
   });
+
+  it('lists the listener’s 413 and 408 on every operation that may carry a body, and 429 on the stream', () => {
+    for (const [path, item] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(item)) {
+        const mayCarryBody = ['post', 'put', 'patch', 'delete'].includes(method);
+        assert.equal('413' in op.responses && '408' in op.responses, mayCarryBody, `${method} ${path}`);
+      }
+    }
+    assert.ok('429' in (doc.paths['/v1/stream']?.get?.responses ?? {}));
+  });
 });
 
 describe('answers match the documented schemas', () => {
