@@ -14,6 +14,7 @@ import { createWriteStream, rmSync, type WriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Prng } from '../../src/hypervisor/sim/index.js';
@@ -238,6 +239,48 @@ export class Proc {
           resolve();
         });
       });
+    }
+  }
+
+  /** How many lines the process wrote so far (an index for {@link waitFor}'s `from`). */
+  get lineCount(): number {
+    return this.#lines.length;
+  }
+
+  /**
+   * Waits for a line (`out: ` or `err: ` first) from index `from` on that `test` accepts; resolves
+   * with it, or with undefined when the process exits first or `timeoutMs` runs out. Lines are seen
+   * as they arrive (no polling delay): crash trials kill a process on the line that marks a point.
+   */
+  async waitFor(
+    test: (line: string) => boolean,
+    options: { readonly from?: number; readonly timeoutMs: number },
+  ): Promise<string | undefined> {
+    const deadline = Date.now() + options.timeoutMs;
+    let next = options.from ?? 0;
+    for (;;) {
+      for (; next < this.#lines.length; next++) {
+        const line = this.#lines[next];
+        if (line !== undefined && test(line)) return line;
+      }
+      if (!this.alive || Date.now() > deadline) return undefined;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(200, Math.max(1, deadline - Date.now())));
+        this.#waiters.add(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Sends `signal` to the whole process group without waiting (SIGSTOP, SIGCONT). */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.alive) return;
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // gone between the check and the signal
     }
   }
 
@@ -550,15 +593,13 @@ export class Cluster {
 
   /** Every log line of every controller process, parsed where it is JSON. */
   controllerLogs(): Record<string, unknown>[] {
-    return this.controller.generations.flatMap((p) =>
-      p.lines().flatMap((line) => {
-        if (!line.startsWith('err: {')) return [];
-        try {
-          return [JSON.parse(line.slice(5)) as Record<string, unknown>];
-        } catch {
-          return []; // a line cut short by kill -9
-        }
-      }),
+    return this.controller.generations.flatMap((p) => parseLogLines(p.lines()));
+  }
+
+  /** Every JSON log line of every process of a host's agent, oldest process first. */
+  agentLogs(host: string): Record<string, unknown>[] {
+    return this.agent(host).generations.flatMap((p, generation) =>
+      parseLogLines(p.lines()).map((line) => ({ ...line, generation })),
     );
   }
 
@@ -580,6 +621,18 @@ export class Cluster {
     if (KEEP) process.stderr.write(`crash test state kept in ${this.dir}\n`);
     else await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The JSON log lines (pino, on stderr) among a process's lines; a line cut short by kill -9 is skipped. */
+export function parseLogLines(lines: readonly string[]): Record<string, unknown>[] {
+  return lines.flatMap((line) => {
+    if (!line.startsWith('err: {')) return [];
+    try {
+      return [JSON.parse(line.slice(5)) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** An agent journal file (see src/agent/journal.ts), the fields the tests read. */
@@ -680,11 +733,19 @@ export class Watcher {
   readonly #cluster: Cluster;
   readonly #rolloutId: string;
   #stopped = false;
+  #round = 0;
   #loop: Promise<void> | undefined;
 
-  constructor(cluster: Cluster, rolloutId: string) {
+  readonly #readUnix: boolean;
+
+  /**
+   * `readUnixChannels`: also read the VMs whose listener is a unix socket (a QEMU guest's channel,
+   * which its own tenant reads from inside). Off by default: such reads count as the VM's polls.
+   */
+  constructor(cluster: Cluster, rolloutId: string, options: { readonly readUnixChannels?: boolean } = {}) {
     this.#cluster = cluster;
     this.#rolloutId = rolloutId;
+    this.#readUnix = options.readUnixChannels ?? false;
   }
 
   start(): void {
@@ -699,6 +760,7 @@ export class Watcher {
   async #run(): Promise<void> {
     while (!this.#stopped) {
       const started = Date.now();
+      this.#round++;
       await Promise.all([
         this.#readRollout(),
         ...[...this.#cluster.options.fleet.vms].map((vm) => this.#readVm(vm.name)),
@@ -717,18 +779,23 @@ export class Watcher {
 
   async #readVm(vm: string): Promise<void> {
     const address = this.#cluster.controller.metadata.get(vm);
-    // A unix socket is a QEMU guest's channel: its tenant reads from inside.
-    if (!address || address.startsWith('unix:') || !this.#cluster.controller.proc.alive) return;
+    if (!address || !this.#cluster.controller.proc.alive) return;
+    // A unix socket is a QEMU guest's channel, which its own tenant also reads (once a second):
+    // read it every other round, to stay well under IMDS's 5 requests per second per VM.
+    const unix = address.startsWith('unix:');
+    if (unix && (!this.#readUnix || this.#round % 2 === 1)) return;
     try {
-      const res = await fetch(`http://${address}/metadata/scheduledevents?api-version=2020-07-01`, {
-        headers: { Metadata: 'true' },
-        signal: AbortSignal.timeout(2000),
-      });
-      if (!res.ok) {
+      const path = '/metadata/scheduledevents?api-version=2020-07-01';
+      const doc = unix
+        ? await getJsonOverUnix<ScheduledEventsDocument>(address.slice('unix:'.length), path)
+        : await fetch(`http://${address}${path}`, {
+            headers: { Metadata: 'true' },
+            signal: AbortSignal.timeout(2000),
+          }).then((res) => (res.ok ? (res.json() as Promise<ScheduledEventsDocument>) : undefined));
+      if (!doc) {
         this.failures++;
         return;
       }
-      const doc = (await res.json()) as ScheduledEventsDocument;
       const list = this.reads.get(vm) ?? [];
       list.push({
         at: Date.now(),
@@ -752,6 +819,28 @@ export class Watcher {
       await sleep(50);
     }
   }
+}
+
+/** A GET over a unix socket (a QEMU guest's metadata channel); undefined unless it answers 200 with JSON. */
+function getJsonOverUnix<T>(socketPath: string, path: string): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ socketPath, path, headers: { Metadata: 'true' }, timeout: 2000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 ? (JSON.parse(body) as T) : undefined);
+        } catch {
+          resolve(undefined);
+        }
+      });
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
 }
 
 export { sleep };
