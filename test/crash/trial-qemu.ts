@@ -113,9 +113,17 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
     await rm(base, { recursive: true, force: true });
     throw error;
   }
-  const shared = cluster;
   const vmHost = new Map(QEMU_TRIAL_FLEET.vms.map((v) => [v.name, v.host]));
   const vmDir = (vm: string): string => join(runDirs.get(vmHost.get(vm) ?? '') ?? '', vm);
+  const shared = cluster;
+  // The clocks as the last trial left them (read at its end, when no step runs: the guest agent's
+  // channel takes one client at a time, and a read during a step would fail the agent's resync).
+  const clocks = {
+    last: await readClocks(
+      QEMU_TRIAL_FLEET.vms.map((v) => v.name),
+      vmDir,
+    ),
+  };
 
   return {
     hosts: 'qemu',
@@ -148,7 +156,7 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
           cmd.includes('--qmp') && vms.some((vm) => cmd.includes(`${vmDir(vm)}/g`) && cmd.includes('watchdog.sock')),
       );
     },
-    observe: (c) => Promise.resolve(observeGuests(c, vmDir)),
+    observe: (c) => Promise.resolve(observeGuests(c, vmDir, clocks)),
     close: async () => {
       await shared.close();
       for (const dir of runDirs.values()) await destroyQemuRunDir(dir).catch(() => undefined);
@@ -158,11 +166,15 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
 }
 
 /** Watches every guest's console and, at the end, reads the watchdogs' logs and the guests' clocks. */
-function observeGuests(cluster: Cluster, vmDir: (vm: string) => string): BackendObservation {
+function observeGuests(
+  cluster: Cluster,
+  vmDir: (vm: string) => string,
+  clocks: { last: Map<string, number> },
+): BackendObservation {
   const since = Date.now();
   const vms = cluster.options.fleet.vms.map((v) => v.name);
   const consoles = new Map(vms.map((vm) => [vm, new SerialWatcher(serialLogOf(join(vmDir(vm), '..'), vm))]));
-  const offsetsBefore = readClocks(vms, vmDir);
+  const before = clocks.last;
   let result: Promise<{ pauses: ObservedPause[]; clockOffsets: Map<string, number> }> | undefined;
   return {
     stop: () =>
@@ -179,8 +191,8 @@ function observeGuests(cluster: Cluster, vmDir: (vm: string) => string): Backend
             pauses.push({ vm, pausedMs: entry, source: 'its watchdog resumed it' });
           }
         }
-        const before = await offsetsBefore;
         const after = await readClocks(vms, vmDir);
+        clocks.last = after;
         // A guest already off at the start was counted by the trial that left it so.
         const clockOffsets = new Map(
           [...after].filter(([vm]) => Math.abs(before.get(vm) ?? 0) <= QEMU_MAX_CLOCK_OFFSET_MS),

@@ -140,7 +140,7 @@ export async function runTrial(
     const eventIds = new Set(plan.waves[wave]?.events.map((e) => e.eventId) ?? []);
     const vmsOf = new Set(backend.fleet.vms.filter((v) => v.host === host).map((v) => v.name));
 
-    const reached = await reachPoint({ cluster, spec, host, eventIds, vmsOf, watcher, versions });
+    const reached = await reachPoint({ cluster, spec, host, eventIds, vmsOf, watcher, versions, backend });
     if (reached === undefined) {
       note = `point not reached (${describeTrial(spec)})`;
     } else {
@@ -161,6 +161,11 @@ export async function runTrial(
     await watcher.stop();
     const simLooks = simPoller ? await simPoller.stop() : [];
     const seen = await outside.stop();
+    if (backend.hosts === 'qemu') {
+      const pauses = seen.pauses.map((x) => `${x.vm} ${x.pausedMs} ms (${x.source})`).join(', ');
+      const clocks = [...seen.clockOffsets].map(([vm, ms]) => `${vm} ${ms} ms`).join(', ');
+      log(`  pauses seen from outside: ${pauses || 'none'}; guest clocks at the end: ${clocks || 'none read'}`);
+    }
     const final = await cluster
       .control<RolloutBody>(`/v1/rollouts/${encodeURIComponent(id)}`)
       .catch(() => watcher?.latest);
@@ -259,6 +264,7 @@ interface PointContext {
   readonly vmsOf: ReadonlySet<string>;
   readonly watcher: Watcher;
   readonly versions: { from: string; to: string } | undefined;
+  readonly backend: TrialBackend;
 }
 
 /** A JSON log line (`err: {...}`) that `test` accepts. */
@@ -309,6 +315,12 @@ async function reachPoint(p: PointContext): Promise<string | undefined> {
         { timeoutMs },
       );
       if (!started) return undefined;
+      if (p.backend.hosts === 'qemu' && spec.update === 'host-patch') {
+        // The update command ran while the VMs were paused: once it is gone they are being resumed.
+        if (!(await untilPids(p.backend, host, true, timeoutMs))) return undefined;
+        if (!(await untilPids(p.backend, host, false, timeoutMs))) return undefined;
+        return `${host}'s update command ended: its VMs are being resumed`;
+      }
       const done = await pollVms(cluster, host, timeoutMs, (vms) =>
         vms
           .filter((v) => p.vmsOf.has(v.name))
@@ -317,6 +329,16 @@ async function reachPoint(p: PointContext): Promise<string | undefined> {
       return done ? `${host}'s VMs run again after the update` : undefined;
     }
     case 'mid-pause': {
+      if (p.backend.hosts === 'qemu') {
+        // The agent runs the update command once every VM is paused and its lease written. (Its
+        // `/v1/vms` answers slowly while the driver is busy pausing: the command is the sure sign.)
+        const started = await agent.waitFor(
+          logLine((e) => e.msg === 'host step started'),
+          { timeoutMs },
+        );
+        if (!started || !(await untilPids(p.backend, host, true, timeoutMs))) return undefined;
+        return `${host}'s VMs paused and its update command running`;
+      }
       const paused = await pollVms(cluster, host, timeoutMs, (vms) =>
         vms.filter((v) => p.vmsOf.has(v.name)).every((v) => v.state === 'paused'),
       );
@@ -332,6 +354,16 @@ async function reachPoint(p: PointContext): Promise<string | undefined> {
       return line && `${host}'s in-place VMM swap started`;
     }
   }
+}
+
+/** Polls every 10 ms until the host's update command runs (`present`) or has gone. */
+async function untilPids(backend: TrialBackend, host: string, present: boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (backend.pidsOf('host-update', host).length > 0 === present) return true;
+    await sleep(10);
+  }
+  return false;
 }
 
 /** Polls an agent's VMs every 20 ms until `test` holds. */
