@@ -1,54 +1,20 @@
 /**
- * Crash trials, the run: one trial applies a rollout, reaches its drawn point by watching the
- * processes' log lines and the agents' view of their VMs, sends the signal after the drawn delay,
- * brings the process back (restart after SIGKILL, SIGCONT after SIGSTOP), lets the rollout end,
- * and collects what {@link findViolations} judges. What differs between simulated hosts and QEMU
- * guests (the cluster, the processes of an update command or a watchdog, the outside view of a
- * pause, the guest clocks) is behind {@link TrialBackend}.
+ * Crash trials, the run: one trial applies a rollout, reaches its drawn point (trial-point.ts),
+ * sends the signal after the drawn delay, brings the process back (restart after SIGKILL, SIGCONT
+ * after SIGSTOP), lets the rollout end, and collects what {@link findViolations} judges. What
+ * differs between simulated hosts and QEMU guests (the cluster, the processes of an update
+ * command or a watchdog, the outside view of a pause, the guest clocks) is behind
+ * {@link TrialBackend}.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  findViolations,
-  type ObservedPause,
-  type SimLook,
-  type TrialObservation,
-  type Violation,
-} from './trial-checks.js';
-import { describeTrial, TRIAL_TIMING, type TrialHosts, type TrialSpec } from './trial-plan.js';
-import {
-  Watcher,
-  sleep,
-  type Cluster,
-  type EventsBody,
-  type FleetSpec,
-  type Proc,
-  type RolloutBody,
-} from './harness.js';
+import { findViolations, type SimLook, type TrialObservation, type Violation } from './trial-checks.js';
+import { describeTrial, TRIAL_TIMING, type TrialSpec } from './trial-plan.js';
+import { Watcher, parseLogLines, sleep, type Cluster, type EventsBody, type RolloutBody } from './harness.js';
+import type { AgentVmsBody, BackendObservation, TrialBackend } from './trial-backend.js';
+import { fault, reachPoint } from './trial-point.js';
 
-/** What a trial needs from the hosts it runs on. */
-export interface TrialBackend {
-  readonly hosts: TrialHosts;
-  readonly fleet: FleetSpec;
-  /** A cluster to run the trial on (sim: a fresh one; QEMU: the shared one). */
-  acquire(spec: TrialSpec): Promise<Cluster>;
-  /** Done with the cluster (sim: closed; QEMU: kept for the next trial). */
-  release(cluster: Cluster): Promise<void>;
-  /** The VMM versions of a `vmm-update` from what the VMs run now. */
-  vmmVersions(cluster: Cluster): Promise<{ from: string; to: string }>;
-  /** Processes that are not the agent: a host's update command, or its VMs' watchdogs. */
-  pidsOf(target: 'host-update' | 'watchdog', host: string): number[];
-  /** Starts watching what the backend can see from outside (QEMU: consoles, watchdog logs). */
-  observe(cluster: Cluster): Promise<BackendObservation>;
-  /** Guests' clock offsets at the end (QEMU), with the bound they are held to. */
-  readonly maxClockOffsetMs: number;
-}
-
-/** What a backend saw from outside while a trial ran. */
-export interface BackendObservation {
-  stop(): Promise<{ pauses: ObservedPause[]; clockOffsets: Map<string, number> }>;
-}
-
+export type { AgentVmsBody, BackendObservation, TrialBackend } from './trial-backend.js';
 /** The outcome of one trial. */
 export interface TrialResult {
   readonly spec: TrialSpec;
@@ -99,15 +65,9 @@ function evidenceOf(o: TrialObservation): TrialEvidence {
   };
 }
 
-interface AgentVmsBody {
-  readonly vms: readonly { readonly name: string; readonly state: string; readonly vmmVersion: string }[];
-}
-
 const TERMINAL = new Set(['completed', 'halted', 'cancelled']);
 /** How long a rollout may take after the fault to end (3 waves of seconds each; QEMU is slow). */
 const END_DEADLINE_MS = { sim: 90_000, qemu: 240_000 } as const;
-/** How long to wait for the drawn point to come. */
-const POINT_TIMEOUT_MS = { sim: 60_000, qemu: 180_000 } as const;
 
 /** Runs one trial. Never throws for what it finds: violations are in the result. */
 export async function runTrial(
@@ -145,8 +105,18 @@ export async function runTrial(
       note = `point not reached (${describeTrial(spec)})`;
     } else {
       await sleep(spec.delayMs);
+      const signalled = cluster.controller.proc;
       const did = await fault(cluster, backend, spec, host);
       note = `${reached}; ${did}`;
+      if (spec.point === 'mid-publish' && spec.target === 'controller') {
+        // How far the publication got in the process signalled (its log lines, read to their end).
+        const logged = new Set(
+          parseLogLines(signalled.lines())
+            .filter((e) => e.msg === 'event scheduled' && eventIds.has(String(e.eventId)))
+            .map((e) => String(e.eventId)),
+        );
+        note += ` (it had logged ${logged.size} of the wave's ${eventIds.size} events)`;
+      }
       hit = !did.startsWith('no ');
     }
     log(`  ${note}`);
@@ -254,182 +224,6 @@ async function applyRollout(
   );
   const out = await cluster.cli(['apply', '--update', updateFile, '--policy', policyFile, '--json']);
   return (JSON.parse(out) as { id: string }).id;
-}
-
-interface PointContext {
-  readonly cluster: Cluster;
-  readonly spec: TrialSpec;
-  readonly host: string;
-  readonly eventIds: ReadonlySet<string>;
-  readonly vmsOf: ReadonlySet<string>;
-  readonly watcher: Watcher;
-  readonly versions: { from: string; to: string } | undefined;
-  readonly backend: TrialBackend;
-}
-
-/** A JSON log line (`err: {...}`) that `test` accepts. */
-function logLine(test: (entry: Record<string, unknown>) => boolean): (line: string) => boolean {
-  return (line) => {
-    if (!line.startsWith('err: {')) return false;
-    try {
-      return test(JSON.parse(line.slice(5)) as Record<string, unknown>);
-    } catch {
-      return false;
-    }
-  };
-}
-
-/** Waits for the drawn point; resolves with what was seen there, or undefined when it never came. */
-async function reachPoint(p: PointContext): Promise<string | undefined> {
-  const { cluster, spec, host } = p;
-  const timeoutMs = POINT_TIMEOUT_MS[spec.hosts];
-  const controller = cluster.controller.proc;
-  const agent = cluster.agent(host).proc;
-  switch (spec.point) {
-    case 'mid-publish': {
-      const line = await controller.waitFor(
-        logLine((e) => e.msg === 'event scheduled' && p.eventIds.has(String(e.eventId))),
-        { timeoutMs },
-      );
-      return line && `first event of wave ${spec.wave} logged as scheduled`;
-    }
-    case 'step-saved': {
-      const line = await controller.waitFor(
-        logLine((e) => e.msg === 'host step dispatched' && e.host === host),
-        { timeoutMs },
-      );
-      return line && `step of ${host} saved as dispatched`;
-    }
-    case 'mid-commit': {
-      if (spec.target === 'controller') {
-        // The agent has finished; the controller's next poll (every 250 ms) writes the outcome.
-        const line = await agent.waitFor(
-          logLine((e) => e.msg === 'host step ended'),
-          { timeoutMs },
-        );
-        return line && `${host}'s agent reported its step ended`;
-      }
-      // The update is done and the VMs run again: the agent resynchronises clocks and writes its journal.
-      const started = await agent.waitFor(
-        logLine((e) => e.msg === 'host step started'),
-        { timeoutMs },
-      );
-      if (!started) return undefined;
-      if (p.backend.hosts === 'qemu' && spec.update === 'host-patch') {
-        // The update command ran while the VMs were paused: once it is gone they are being resumed.
-        if (!(await untilPids(p.backend, host, true, timeoutMs))) return undefined;
-        if (!(await untilPids(p.backend, host, false, timeoutMs))) return undefined;
-        return `${host}'s update command ended: its VMs are being resumed`;
-      }
-      const done = await pollVms(cluster, host, timeoutMs, (vms) =>
-        vms
-          .filter((v) => p.vmsOf.has(v.name))
-          .every((v) => v.state === 'running' && (p.versions === undefined || v.vmmVersion === p.versions.to)),
-      );
-      return done ? `${host}'s VMs run again after the update` : undefined;
-    }
-    case 'mid-pause': {
-      if (p.backend.hosts === 'qemu') {
-        // The agent runs the update command once every VM is paused and its lease written. (Its
-        // `/v1/vms` answers slowly while the driver is busy pausing: the command is the sure sign.)
-        const started = await agent.waitFor(
-          logLine((e) => e.msg === 'host step started'),
-          { timeoutMs },
-        );
-        if (!started || !(await untilPids(p.backend, host, true, timeoutMs))) return undefined;
-        return `${host}'s VMs paused and its update command running`;
-      }
-      const paused = await pollVms(cluster, host, timeoutMs, (vms) =>
-        vms.filter((v) => p.vmsOf.has(v.name)).every((v) => v.state === 'paused'),
-      );
-      return paused ? `${host}'s VMs paused for the patch` : undefined;
-    }
-    case 'mid-swap': {
-      const line = await agent.waitFor(
-        logLine((e) => e.msg === 'host step started' && e.kind === 'migrate-in-place'),
-        {
-          timeoutMs,
-        },
-      );
-      return line && `${host}'s in-place VMM swap started`;
-    }
-  }
-}
-
-/** Polls every 10 ms until the host's update command runs (`present`) or has gone. */
-async function untilPids(backend: TrialBackend, host: string, present: boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (backend.pidsOf('host-update', host).length > 0 === present) return true;
-    await sleep(10);
-  }
-  return false;
-}
-
-/** Polls an agent's VMs every 20 ms until `test` holds. */
-async function pollVms(
-  cluster: Cluster,
-  host: string,
-  timeoutMs: number,
-  test: (vms: AgentVmsBody['vms']) => boolean,
-): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const body = await cluster.agentGet<AgentVmsBody>(host, '/v1/vms').catch(() => undefined);
-    if (body && body.vms.length > 0 && test(body.vms)) return true;
-    await sleep(20);
-  }
-  return false;
-}
-
-/** Sends the drawn signal to the drawn target and brings it back; says what it did. */
-async function fault(cluster: Cluster, backend: TrialBackend, spec: TrialSpec, host: string): Promise<string> {
-  const down = async (proc: Proc, restart: () => Promise<void>, name: string): Promise<string> => {
-    if (spec.signal === 'SIGKILL') {
-      await proc.kill('SIGKILL');
-      await sleep(spec.downMs);
-      await restart();
-      return `kill -9 ${name}, restarted after ${spec.downMs} ms`;
-    }
-    proc.signal('SIGSTOP');
-    await sleep(spec.downMs);
-    proc.signal('SIGCONT');
-    return `SIGSTOP ${name} for ${spec.downMs} ms`;
-  };
-  const agentDown = (why: string): Promise<string> =>
-    down(cluster.agent(host).proc, () => cluster.restartAgent(host), `agent of ${host}${why}`);
-  switch (spec.target) {
-    case 'controller':
-      return down(cluster.controller.proc, () => cluster.startController(), 'the controller');
-    case 'agent':
-      return agentDown('');
-    case 'host-update':
-    case 'watchdog': {
-      if (backend.hosts === 'sim') {
-        // The simulated host's update runs in its agent's process, as its VMs do.
-        return agentDown(' (the simulated update runs inside it)');
-      }
-      const pids = backend.pidsOf(spec.target, host);
-      if (pids.length === 0) return `no ${spec.target} process of ${host} found to signal`;
-      for (const pid of pids) signalPid(pid, spec.signal);
-      if (spec.signal === 'SIGSTOP') {
-        await sleep(spec.downMs);
-        for (const pid of pids) signalPid(pid, 'SIGCONT');
-        return `SIGSTOP ${spec.target} of ${host} (pids ${pids.join(' ')}) for ${spec.downMs} ms`;
-      }
-      // Not restarted by the trial: a killed update fails its step; the driver starts a missing
-      // watchdog again before it pauses that VM next.
-      return `kill -9 ${spec.target} of ${host} (pids ${pids.join(' ')})`;
-    }
-  }
-}
-
-function signalPid(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // gone already
-  }
 }
 
 /**
