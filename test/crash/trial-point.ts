@@ -42,11 +42,14 @@ export async function reachPoint(p: PointContext): Promise<string | undefined> {
   const agent = cluster.agent(host).proc;
   switch (spec.point) {
     case 'mid-publish': {
+      // The controller logs `event scheduled` only once the events are written, and a wave's few
+      // writes take a few ms: a kill on that line comes after them. The wave before it settles
+      // first; the controller's next pass (within 250 ms) publishes: the drawn delay aims into it.
       const line = await controller.waitFor(
-        logLine((e) => e.msg === 'event scheduled' && p.eventIds.has(String(e.eventId))),
+        logLine((e) => e.msg === 'wave settled' && e.wave === spec.wave - 1),
         { timeoutMs },
       );
-      return line && `first event of wave ${spec.wave} logged as scheduled`;
+      return line && `wave ${spec.wave - 1} settled: wave ${spec.wave} is published next`;
     }
     case 'step-saved': {
       const line = await controller.waitFor(

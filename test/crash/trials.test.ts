@@ -21,7 +21,10 @@ import { qemuBackend, type QemuTrialBackend } from './trial-qemu.js';
 import { runTrial, type TrialBackend } from './trial-run.js';
 import { simBackend } from './trials.js';
 
-/** Simulated seeds covering each point: controller mid-publish, step-saved and mid-commit, agent mid-pause, mid-swap, mid-commit. */
+/**
+ * Simulated seeds covering each point: the controller at mid-publish, step-saved and mid-commit, an
+ * agent at mid-pause, mid-swap and mid-commit.
+ */
 const SIM_SEEDS = [30, 14, 6, 9, 4, 3];
 /** QEMU seeds: an agent killed with its VMs paused (its watchdogs resume them), and a watchdog killed mid-pause. */
 const QEMU_SEEDS = [45, 1];
