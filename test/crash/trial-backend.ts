@@ -16,14 +16,22 @@ export interface TrialBackend {
   /** Processes that are not the agent: a host's update command, or its VMs' watchdogs. */
   pidsOf(target: 'host-update' | 'watchdog', host: string): number[];
   /** Starts watching what the backend can see from outside (QEMU: consoles, watchdog logs). */
-  observe(cluster: Cluster): Promise<BackendObservation>;
+  observe(cluster: Cluster, updateId: string): Promise<BackendObservation>;
   /** Guests' clock offsets at the end (QEMU), with the bound they are held to. */
   readonly maxClockOffsetMs: number;
 }
 
 /** What a backend saw from outside while a trial ran. */
 export interface BackendObservation {
-  stop(): Promise<{ pauses: ObservedPause[]; clockOffsets: Map<string, number> }>;
+  stop(): Promise<OutsideView>;
+}
+
+/** What a backend saw from outside. */
+export interface OutsideView {
+  readonly pauses: ObservedPause[];
+  readonly clockOffsets: Map<string, number>;
+  /** How many times each host's update ran to its end during the trial (QEMU: its command's trace). */
+  readonly updatesCompleted: Map<string, number>;
 }
 
 /** What `GET /v1/vms` of an agent answers, the fields the trials read. */

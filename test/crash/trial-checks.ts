@@ -72,6 +72,8 @@ export interface TrialObservation {
   readonly vmStates: ReadonlyMap<string, string>;
   /** QEMU: each guest's clock offset from the host at the end (ms; negative: behind). */
   readonly clockOffsets: ReadonlyMap<string, number>;
+  /** QEMU: how many times each host's update command ran to its end (it leaves a trace then). */
+  readonly updatesCompleted: ReadonlyMap<string, number>;
   readonly maxClockOffsetMs: number;
 }
 
@@ -222,6 +224,7 @@ function checkSteps(o: TrialObservation): Violation[] {
         paused.set(h.vm, (paused.get(h.vm) ?? 0) + 1);
     }
   }
+  for (const [host, n] of o.updatesCompleted) applied.set(host, (applied.get(host) ?? 0) + n);
   for (const [host, n] of applied) {
     if (n > 1) out.push({ kind: 'step-run-twice', detail: `${host} applied update ${o.updateId} ${n} times` });
   }

@@ -30,7 +30,7 @@ import {
 import { Cluster, ensureBuilt, type FleetSpec } from './harness.js';
 import type { ObservedPause } from './trial-checks.js';
 import { TRIAL_TIME_SCALE } from './trial-plan.js';
-import type { BackendObservation, TrialBackend } from './trial-run.js';
+import type { BackendObservation, OutsideView, TrialBackend } from './trial-backend.js';
 
 /** Two hosts, three guests, two availability sets of two update domains: two waves. */
 export const QEMU_TRIAL_FLEET: FleetSpec = {
@@ -157,7 +157,7 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
           cmd.includes('--qmp') && vms.some((vm) => cmd.includes(`${vmDir(vm)}/g`) && cmd.includes('watchdog.sock')),
       );
     },
-    observe: (c) => Promise.resolve(observeGuests(c, vmDir, clocks)),
+    observe: (c, updateId) => Promise.resolve(observeGuests({ cluster: c, vmDir, clocks, patchMarker, updateId })),
     close: async () => {
       await shared.close();
       for (const dir of runDirs.values()) await destroyQemuRunDir(dir).catch(() => undefined);
@@ -167,16 +167,19 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
 }
 
 /** Watches every guest's console and, at the end, reads the watchdogs' logs and the guests' clocks. */
-function observeGuests(
-  cluster: Cluster,
-  vmDir: (vm: string) => string,
-  clocks: { last: Map<string, number> },
-): BackendObservation {
+function observeGuests(options: {
+  readonly cluster: Cluster;
+  readonly vmDir: (vm: string) => string;
+  readonly clocks: { last: Map<string, number> };
+  readonly patchMarker: (host: string) => string;
+  readonly updateId: string;
+}): BackendObservation {
+  const { cluster, vmDir, clocks, patchMarker, updateId } = options;
   const since = Date.now();
   const vms = cluster.options.fleet.vms.map((v) => v.name);
   const consoles = new Map(vms.map((vm) => [vm, new SerialWatcher(serialLogOf(join(vmDir(vm), '..'), vm))]));
   const before = clocks.last;
-  let result: Promise<{ pauses: ObservedPause[]; clockOffsets: Map<string, number> }> | undefined;
+  let result: Promise<OutsideView> | undefined;
   return {
     stop: () =>
       (result ??= (async () => {
@@ -198,9 +201,27 @@ function observeGuests(
         const clockOffsets = new Map(
           [...after].filter(([vm]) => Math.abs(before.get(vm) ?? 0) <= QEMU_MAX_CLOCK_OFFSET_MS),
         );
-        return { pauses, clockOffsets };
+        // The update command appends the update's id to its host's trace once it ran to its end.
+        const updatesCompleted = new Map(
+          [...new Set(cluster.options.fleet.vms.map((v) => v.host))].map((host) => [
+            host,
+            traceLines(patchMarker(host)).filter((id) => id === updateId).length,
+          ]),
+        );
+        return { pauses, clockOffsets, updatesCompleted };
       })()),
   };
+}
+
+/** The lines of an update command's trace file (none when it never ran to its end). */
+function traceLines(path: string): string[] {
+  try {
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
+  } catch {
+    return [];
+  }
 }
 
 /** `pausedMs` of every `resume` a watchdog of the VM logged after `since`. */

@@ -91,7 +91,7 @@ export async function runTrial(
     watcher = new Watcher(cluster, id, { readUnixChannels: true });
     watcher.start();
     if (backend.hosts === 'sim') simPoller = new SimPoller(cluster);
-    outside = await backend.observe(cluster);
+    outside = await backend.observe(cluster, updateId);
 
     const waves = plan.waves.map((w) => w.batches.flatMap((b) => b.steps.map((s) => s.host)));
     const wave = Math.min(spec.wave, waves.length - 1);
@@ -159,6 +159,7 @@ export async function runTrial(
       pauses: seen.pauses,
       vmStates,
       clockOffsets: seen.clockOffsets,
+      updatesCompleted: seen.updatesCompleted,
       maxClockOffsetMs: backend.maxClockOffsetMs,
     };
     const violations = findViolations(observation);

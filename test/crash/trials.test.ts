@@ -109,6 +109,7 @@ function cleanObservation(): TrialObservation {
       ['b', 'running'],
     ]),
     clockOffsets: new Map([['a', 12]]),
+    updatesCompleted: new Map(),
     maxClockOffsetMs: 1000,
   };
 }
@@ -197,6 +198,7 @@ describe('crash trials: the accounting finds each class of violation', () => {
     ]);
     assert.deepEqual(kinds({ ...o, agentLogs: again }), ['step-run-twice']);
     assert.deepEqual(kinds({ ...o, simLooks: [...o.simLooks, simLook('h1', 1)] }), ['step-run-twice']);
+    assert.deepEqual(kinds({ ...o, simLooks: [], updatesCompleted: new Map([['h1', 2]]) }), ['step-run-twice']);
     assert.deepEqual(
       kinds({
         ...o,

@@ -26,7 +26,10 @@ export function simBackend(): TrialBackend {
     release: (cluster) => cluster.close(),
     vmmVersions: () => Promise.resolve({ from: 'sim-1.0', to: 'sim-2.0' }),
     pidsOf: () => [],
-    observe: () => Promise.resolve({ stop: () => Promise.resolve({ pauses: [], clockOffsets: new Map() }) }),
+    observe: () =>
+      Promise.resolve({
+        stop: () => Promise.resolve({ pauses: [], clockOffsets: new Map(), updatesCompleted: new Map() }),
+      }),
     maxClockOffsetMs: Number.POSITIVE_INFINITY,
   };
 }
