@@ -14,8 +14,7 @@ export type TrialTarget = (typeof TRIAL_TARGETS)[number];
 
 /**
  * Where in the rollout:
- * - `mid-publish`: the controller is writing a wave's events (aimed at from the end of the wave
- *   before it: the next pass of the controller publishes; see trial-point.ts);
+ * - `mid-publish`: the controller has written the first event of a wave, maybe not yet the others;
  * - `step-saved`: a host step is saved as dispatched, and is being sent to its agent;
  * - `mid-commit`: a step's outcome is being written (by the agent to its journal once the update
  *   is applied, or by the controller to its store once the agent reports it);
@@ -145,15 +144,12 @@ export function drawTrial(seed: number, hosts: TrialHosts): TrialSpec {
       : point === 'mid-pause'
         ? 'host-patch'
         : random.pick(['host-patch', 'vmm-update'] as const);
-  // A publication is aimed at from the end of the wave before it: wave 1 (see trial-point.ts).
-  const drawnWave = random.int(0, 1);
-  const wave = point === 'mid-publish' ? 1 : drawnWave;
+  const wave = random.int(0, 1);
   const hostPick = random.int(0, 7);
   const delayMs = (() => {
     switch (point) {
       case 'mid-publish':
-        // The next pass (every 250 ms) publishes the wave's events, a few ms of writes.
-        return random.int(0, 300);
+        return random.int(0, 2);
       case 'step-saved':
         return random.int(0, 5);
       case 'mid-commit':

@@ -42,14 +42,13 @@ export async function reachPoint(p: PointContext): Promise<string | undefined> {
   const agent = cluster.agent(host).proc;
   switch (spec.point) {
     case 'mid-publish': {
-      // The controller logs `event scheduled` only once the events are written, and a wave's few
-      // writes take a few ms: a kill on that line comes after them. The wave before it settles
-      // first; the controller's next pass (within 250 ms) publishes: the drawn delay aims into it.
+      // The controller logs each event once it is written, and a wave's few writes take a few ms:
+      // a kill at once on the first line may land before the last (it does, now and then).
       const line = await controller.waitFor(
-        logLine((e) => e.msg === 'wave settled' && e.wave === spec.wave - 1),
+        logLine((e) => e.msg === 'event scheduled' && p.eventIds.has(String(e.eventId))),
         { timeoutMs },
       );
-      return line && `wave ${spec.wave - 1} settled: wave ${spec.wave} is published next`;
+      return line && `first event of wave ${spec.wave} logged as scheduled`;
     }
     case 'step-saved': {
       const line = await controller.waitFor(
