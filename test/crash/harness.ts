@@ -1,106 +1,19 @@
 /**
  * A multi-process cluster for crash tests: one `intermission agent` process per host (each over a
- * simulated host) and one `intermission controller` process, all spawned from the compiled CLI
- * (`node bin/intermission.js`), each in its own process group so that `kill -9` takes the whole
- * process and cleanup takes everything, even when a test fails.
- *
- * The CLI runs from `dist/`. {@link ensureBuilt} builds it when it is missing or older than any
- * source file (the CI's `npm ci` builds it through `prepare`, so there it only checks), under a
- * lock so that test files running side by side never build over each other.
+ * simulated host, or this machine's QEMU guests) and one `intermission controller` process, all
+ * spawned from the compiled CLI (`node bin/intermission.js`, see build.ts), each in its own process
+ * group (see proc.ts); and the tenants' view of a rollout, read while it runs.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createWriteStream, rmSync, type WriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Prng } from '../../src/hypervisor/sim/index.js';
+import { sleep } from './build.js';
+import { KEEP, Proc, parseLogLines, runCli, trackDir, untrackDir } from './proc.js';
 
-/** The repository root. */
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = join(ROOT, 'bin', 'intermission.js');
-const DIST_ENTRY = join(ROOT, 'dist', 'cli', 'main.js');
-
-// ---------------------------------------------------------------------------------------------
-// Build
-
-async function newestMtime(path: string): Promise<number> {
-  const info = await stat(path);
-  if (!info.isDirectory()) return path.endsWith('.ts') || path.endsWith('.json') ? info.mtimeMs : 0;
-  let newest = 0;
-  for (const name of await readdir(path)) newest = Math.max(newest, await newestMtime(join(path, name)));
-  return newest;
-}
-
-async function distIsFresh(): Promise<boolean> {
-  const built = await stat(DIST_ENTRY).then(
-    (s) => s.mtimeMs,
-    () => undefined,
-  );
-  if (built === undefined) return false;
-  const sources = Math.max(
-    await newestMtime(join(ROOT, 'src')),
-    await newestMtime(join(ROOT, 'tsconfig.json')),
-    await newestMtime(join(ROOT, 'tsconfig.build.json')),
-  );
-  return built >= sources;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Makes sure `dist/` holds a build of the current sources: checks modification times and, when
- * something is newer than `dist/cli/main.js`, runs the build (`tsc -p tsconfig.build.json`, what
- * `npm run build` runs). Type errors do not stop the build from emitting, and they are the type
- * check's business, not a crash test's: they come back as `diagnostics`, and only a build that
- * leaves no fresh entry point fails.
- */
-export async function ensureBuilt(): Promise<{ built: boolean; diagnostics: string }> {
-  const lock = join(
-    tmpdir(),
-    `intermission-build-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}.lock`,
-  );
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    try {
-      await mkdir(lock);
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const age =
-        Date.now() -
-        (await stat(lock).then(
-          (s) => s.mtimeMs,
-          () => Date.now(),
-        ));
-      if (age > 300_000) await rmdir(lock).catch(() => undefined); // left by a killed run
-      if (Date.now() > deadline) throw new Error(`build lock ${lock} held for too long`);
-      await sleep(250);
-    }
-  }
-  try {
-    if (await distIsFresh()) return { built: false, diagnostics: '' };
-    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-    const started = Date.now();
-    const result = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      timeout: 280_000,
-    });
-    const diagnostics = `${result.stdout}${result.stderr}`.trim();
-    // Written by this build (sources edited while it ran do not make it a failure).
-    const written = await stat(DIST_ENTRY).then(
-      (s) => s.mtimeMs >= started - 1000,
-      () => false,
-    );
-    if (!written) throw new Error(`build of dist/ failed (exit ${result.status}):\n${diagnostics}`);
-    return { built: true, diagnostics };
-  } finally {
-    await rmdir(lock).catch(() => undefined);
-  }
-}
+export { ROOT, ensureBuilt, sleep } from './build.js';
+export { Proc, parseLogLines, runCli } from './proc.js';
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness
@@ -125,173 +38,6 @@ export function crashSeed(fallback: number): number {
   const seed = Number(text);
   if (!Number.isSafeInteger(seed)) throw new Error(`INTERMISSION_CRASH_SEED must be an integer, got ${text}`);
   return seed;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/** Every process group still alive, and every cluster directory: cleaned up on the way out, whatever happens. */
-const liveGroups = new Set<number>();
-const liveDirs = new Set<string>();
-const KEEP = process.env.INTERMISSION_CRASH_KEEP === '1';
-
-function cleanUpNow(): void {
-  for (const pid of liveGroups) {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  liveGroups.clear();
-  if (!KEEP) for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
-  liveDirs.clear();
-}
-process.once('exit', cleanUpNow);
-// The children are in process groups of their own, out of reach of a Ctrl-C at the terminal:
-// take them down with this process, then die of the signal as usual.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(signal, () => {
-    cleanUpNow();
-    process.kill(process.pid, signal);
-  });
-}
-
-/** The environment of a child: ours, without what would point the CLI elsewhere or load a loader. */
-function childEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const name of ['INTERMISSION_CONTROL', 'INTERMISSION_TOKEN', 'INTERMISSION_STATE', 'NODE_OPTIONS']) {
-    delete env[name];
-  }
-  return env;
-}
-
-/** One spawned CLI process, in its own process group, its output in a log file and in memory. */
-export class Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  readonly #lines: string[] = [];
-  readonly #waiters = new Set<() => void>();
-  readonly #log: WriteStream;
-
-  constructor(name: string, args: readonly string[], logFile: string) {
-    this.name = name;
-    this.#log = createWriteStream(logFile, { flags: 'a' });
-    this.#log.write(`--- ${new Date().toISOString()} ${name}: intermission ${args.join(' ')}\n`);
-    this.child = spawn(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: childEnv(),
-    });
-    if (this.child.pid === undefined) throw new Error(`cannot spawn ${name}`);
-    this.pid = this.child.pid;
-    liveGroups.add(this.pid);
-    this.exited = new Promise((resolve) => {
-      // 'close': the process has exited and its output has been read to the end.
-      this.child.once('close', (code, signal) => {
-        liveGroups.delete(this.pid);
-        this.#write(`--- ${new Date().toISOString()} ${name} exited code=${code} signal=${signal}\n`);
-        resolve({ code, signal });
-        this.#wake();
-      });
-    });
-    for (const [stream, tag] of [
-      [this.child.stdout, 'out'],
-      [this.child.stderr, 'err'],
-    ] as const) {
-      if (!stream) continue;
-      createInterface({ input: stream }).on('line', (line) => {
-        this.#lines.push(`${tag}: ${line}`);
-        this.#write(`${tag}: ${line}\n`);
-        this.#wake();
-      });
-    }
-  }
-
-  get alive(): boolean {
-    return liveGroups.has(this.pid);
-  }
-
-  /** Everything the process wrote so far, `out: ` or `err: ` first. */
-  lines(): readonly string[] {
-    return this.#lines;
-  }
-
-  /** Waits for a stdout line matching `re`; fails when the process exits first or time runs out. */
-  async waitForLine(re: RegExp, timeoutMs = 30_000): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      for (const line of this.#lines) {
-        const m = line.startsWith('out: ') ? re.exec(line.slice(5)) : null;
-        if (m) return m;
-      }
-      if (!this.alive) throw new Error(`${this.name} exited before printing ${re}:\n${this.tail(30)}`);
-      if (Date.now() > deadline)
-        throw new Error(`${this.name} did not print ${re} in ${timeoutMs} ms:\n${this.tail(30)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 200);
-        this.#waiters.add(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Sends `signal` to the whole process group and waits for the process to exit. */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    if (this.alive) {
-      try {
-        process.kill(-this.pid, signal);
-      } catch {
-        // gone between the check and the kill
-      }
-    }
-    await this.exited;
-    if (!this.#log.writableEnded) await new Promise<void>((resolve) => this.#log.end(resolve));
-  }
-
-  #write(text: string): void {
-    if (!this.#log.writableEnded) this.#log.write(text);
-  }
-
-  tail(n: number): string {
-    return this.#lines
-      .slice(-n)
-      .map((l) => `  [${this.name}] ${l}`)
-      .join('\n');
-  }
-
-  #wake(): void {
-    for (const w of this.#waiters) w();
-    this.#waiters.clear();
-  }
-}
-
-/** Runs one short CLI command to its end; rejects on a non-zero exit. */
-export function runCli(args: readonly string[], timeoutMs = 20_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: childEnv(),
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    // 'close', not 'exit': the output has been read to the end.
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`intermission ${args.join(' ')} exited ${code}:\n${err}${out}`));
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,7 +148,7 @@ export class Cluster {
   /** Starts one agent per host (side by side), then the controller. */
   static async start(options: ClusterOptions): Promise<Cluster> {
     const dir = await mkdtemp(join(tmpdir(), `intermission-crash-${options.name}-`));
-    liveDirs.add(dir);
+    trackDir(dir);
     const cluster = new Cluster(dir, options);
     try {
       await mkdir(join(dir, 'logs'));
@@ -550,15 +296,13 @@ export class Cluster {
 
   /** Every log line of every controller process, parsed where it is JSON. */
   controllerLogs(): Record<string, unknown>[] {
-    return this.controller.generations.flatMap((p) =>
-      p.lines().flatMap((line) => {
-        if (!line.startsWith('err: {')) return [];
-        try {
-          return [JSON.parse(line.slice(5)) as Record<string, unknown>];
-        } catch {
-          return []; // a line cut short by kill -9
-        }
-      }),
+    return this.controller.generations.flatMap((p) => parseLogLines(p.lines()));
+  }
+
+  /** Every JSON log line of every process of a host's agent, oldest process first. */
+  agentLogs(host: string): Record<string, unknown>[] {
+    return this.agent(host).generations.flatMap((p, generation) =>
+      parseLogLines(p.lines()).map((line) => ({ ...line, generation })),
     );
   }
 
@@ -575,7 +319,7 @@ export class Cluster {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all(this.#procs.map((p) => p.kill('SIGKILL')));
-    liveDirs.delete(this.dir);
+    untrackDir(this.dir);
     // INTERMISSION_CRASH_KEEP=1 keeps the directory (logs, journals, store) to look into a failure.
     if (KEEP) process.stderr.write(`crash test state kept in ${this.dir}\n`);
     else await rm(this.dir, { recursive: true, force: true });
@@ -680,11 +424,19 @@ export class Watcher {
   readonly #cluster: Cluster;
   readonly #rolloutId: string;
   #stopped = false;
+  #round = 0;
   #loop: Promise<void> | undefined;
 
-  constructor(cluster: Cluster, rolloutId: string) {
+  readonly #readUnix: boolean;
+
+  /**
+   * `readUnixChannels`: also read the VMs whose listener is a unix socket (a QEMU guest's channel,
+   * which its own tenant reads from inside). Off by default: such reads count as the VM's polls.
+   */
+  constructor(cluster: Cluster, rolloutId: string, options: { readonly readUnixChannels?: boolean } = {}) {
     this.#cluster = cluster;
     this.#rolloutId = rolloutId;
+    this.#readUnix = options.readUnixChannels ?? false;
   }
 
   start(): void {
@@ -699,6 +451,7 @@ export class Watcher {
   async #run(): Promise<void> {
     while (!this.#stopped) {
       const started = Date.now();
+      this.#round++;
       await Promise.all([
         this.#readRollout(),
         ...[...this.#cluster.options.fleet.vms].map((vm) => this.#readVm(vm.name)),
@@ -717,18 +470,23 @@ export class Watcher {
 
   async #readVm(vm: string): Promise<void> {
     const address = this.#cluster.controller.metadata.get(vm);
-    // A unix socket is a QEMU guest's channel: its tenant reads from inside.
-    if (!address || address.startsWith('unix:') || !this.#cluster.controller.proc.alive) return;
+    if (!address || !this.#cluster.controller.proc.alive) return;
+    // A unix socket is a QEMU guest's channel, which its own tenant also reads (once a second):
+    // read it every other round, to stay well under IMDS's 5 requests per second per VM.
+    const unix = address.startsWith('unix:');
+    if (unix && (!this.#readUnix || this.#round % 2 === 1)) return;
     try {
-      const res = await fetch(`http://${address}/metadata/scheduledevents?api-version=2020-07-01`, {
-        headers: { Metadata: 'true' },
-        signal: AbortSignal.timeout(2000),
-      });
-      if (!res.ok) {
+      const path = '/metadata/scheduledevents?api-version=2020-07-01';
+      const doc = unix
+        ? await getJsonOverUnix<ScheduledEventsDocument>(address.slice('unix:'.length), path)
+        : await fetch(`http://${address}${path}`, {
+            headers: { Metadata: 'true' },
+            signal: AbortSignal.timeout(2000),
+          }).then((res) => (res.ok ? (res.json() as Promise<ScheduledEventsDocument>) : undefined));
+      if (!doc) {
         this.failures++;
         return;
       }
-      const doc = (await res.json()) as ScheduledEventsDocument;
       const list = this.reads.get(vm) ?? [];
       list.push({
         at: Date.now(),
@@ -754,4 +512,24 @@ export class Watcher {
   }
 }
 
-export { sleep };
+/** A GET over a unix socket (a QEMU guest's metadata channel); undefined unless it answers 200 with JSON. */
+function getJsonOverUnix<T>(socketPath: string, path: string): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ socketPath, path, headers: { Metadata: 'true' }, timeout: 2000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 ? (JSON.parse(body) as T) : undefined);
+        } catch {
+          resolve(undefined);
+        }
+      });
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
