@@ -73,6 +73,28 @@ describe('fuzz batches: a change is laid at the input whose window holds its tim
     assert.equal(r.unexplained.length, 0);
   });
 
+  it('explains a guest’s approval sent in a chunked body (the id split across chunks)', () => {
+    const body = JSON.stringify({ StartRequests: [{ EventId: ID }] });
+    const chunks = body.match(/.{1,7}/g)?.map((c) => `${c.length.toString(16)}\r\n${c}\r\n`) ?? [];
+    const bytes = Buffer.from(`POST /metadata/scheduledevents HTTP/1.1\r\n\r\n${chunks.join('')}0\r\n\r\n`);
+    const approved = event(ID, { approvedAt: iso(T0 + 150), approvedBy: 'solo_b' });
+    const guest = {
+      surface: 'metadata',
+      vm: 'solo_b',
+      actor: { kind: 'metadata', vm: 'solo_b', scope: 'vm:solo_b' },
+    } as const;
+    const batch = [sent(0, T0 + 100, 200, { ...guest, bytes })];
+    const r = explainBatch(batch, diffState(snapshot([event(ID)]), snapshot([approved])), snapshot([approved]));
+    assert.deepEqual(r.unexplained, []);
+    const other = { ...guest, vm: 'solo_a', actor: { kind: 'metadata', vm: 'solo_a', scope: 'vm:solo_a' } } as const;
+    const r2 = explainBatch(
+      [sent(0, T0 + 100, 200, { ...other, bytes })],
+      diffState(snapshot([event(ID)]), snapshot([approved])),
+      snapshot([approved]),
+    );
+    assert.equal(r2.unexplained.length, 1, 'another scope’s guest may not approve it');
+  });
+
   it('does not explain it when the window is a refused input, even if an accepted one names the event', () => {
     const batch = [sent(0, T0, 200, { bytes: cancelBytes }), sent(1, T0 + 100, 403, { bytes: cancelBytes })];
     const r = explainBatch(batch, diffState(snapshot([event(ID)]), snapshot([cancelled])), snapshot([cancelled]));

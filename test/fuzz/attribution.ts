@@ -58,9 +58,14 @@ function inputAt(batch: readonly Sent[], at: number): Sent | undefined {
   return found;
 }
 
-/** Whether the bytes of `s` name the event `id` (any case: generators also send lower-case ids). */
+/**
+ * Whether the bytes of `s` name the event `id`: in any case (generators also send lower-case
+ * ids), and across chunk boundaries (a chunked body splits an id with `\r\n<size>\r\n`).
+ */
 function names(s: Sent, id: string): boolean {
-  return s.input.bytes.toString('latin1').toUpperCase().includes(id.toUpperCase());
+  const text = s.input.bytes.toString('latin1').toUpperCase();
+  const wanted = id.toUpperCase();
+  return text.includes(wanted) || text.replace(/\r\n[0-9A-F]+(;[^\r]*)?\r\n/g, '').includes(wanted);
 }
 
 /**
