@@ -48,6 +48,7 @@ function sent(index: number, sentAt: number, status: number, input: Partial<Fuzz
   return {
     index,
     sentAt,
+    doneAt: sentAt + 10,
     status,
     rejected: status >= 400,
     input: {
@@ -99,6 +100,20 @@ describe('fuzz batches: a change is laid at the input whose window holds its tim
     const batch = [sent(0, T0, 200, { bytes: cancelBytes }), sent(1, T0 + 100, 403, { bytes: cancelBytes })];
     const r = explainBatch(batch, diffState(snapshot([event(ID)]), snapshot([cancelled])), snapshot([cancelled]));
     assert.equal(r.unexplained.length, 1);
+  });
+
+  it('does not explain a change made while a parked input was still open, even in an accepted input’s window', () => {
+    const parked = { ...sent(0, T0, 400, { bytes: cancelBytes }), doneAt: T0 + 2000, parked: true };
+    const batch = [parked, sent(1, T0 + 100, 200, { bytes: cancelBytes })];
+    const r = explainBatch(batch, diffState(snapshot([event(ID)]), snapshot([cancelled])), snapshot([cancelled]));
+    assert.equal(r.unexplained.length, 1);
+    const closed = { ...parked, doneAt: T0 + 50 };
+    const r2 = explainBatch(
+      [closed, batch[1] as Sent],
+      diffState(snapshot([event(ID)]), snapshot([cancelled])),
+      snapshot([cancelled]),
+    );
+    assert.equal(r2.unexplained.length, 0, 'once its answer came, its window ended');
   });
 
   it('does not explain an accepted change outside the sender’s rights (a tenant cancelling a platform event)', () => {
@@ -187,7 +202,7 @@ describe('fuzz batches: a change planted after a refused input of a real run', (
     assert.equal(found[0]?.index, chosen);
     assert.match(
       found[0]?.detail ?? '',
-      /cancelled \(source Platform.*found replaying inputs #50\.\.#99 one at a time/,
+      /cancelled \(source Platform.*found replaying inputs #50\.\.#\d+ one at a time/,
     );
     assert.equal(report.batches.replayed, 1);
     assert.equal(report.unattributedChanges, 0);

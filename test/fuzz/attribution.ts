@@ -24,6 +24,10 @@ export interface Sent {
   readonly rejected: boolean;
   /** Date.now() just before the first byte went out. */
   readonly sentAt: number;
+  /** Date.now() when its answer came, or it was given up (Infinity while parked). */
+  readonly doneAt: number;
+  /** Answered so late that the next inputs went meanwhile (its window overlaps theirs). */
+  readonly parked?: boolean;
 }
 
 /** The kind of an explained change, for the report's count of what accepted inputs changed. */
@@ -31,8 +35,18 @@ export function changeKind(c: Change): string {
   return /^(approved|cancelled|created)/.exec(c.what)?.[1] ?? 'other';
 }
 
+/**
+ * The same change as seen on another server started from the same checkpoint (a replay): the
+ * event and what happened to it; a created event by its scope, owner and type (its id is new).
+ */
+export function changeKey(c: Change): string {
+  if (c.what.startsWith('created by')) return `created|${c.scope ?? ''}|${c.what.replace(/, \w+\)$/, ')')}`;
+  if (c.eventId === undefined) return `${c.scope ?? ''}|${c.what.replace(/\d+/g, 'N')}`;
+  return `${c.eventId}|${changeKind(c)}`;
+}
+
 /** When the service made the change, from the event's own stamps; undefined when it has none. */
-function stampOf(c: Change, e: EventRow | undefined): number | undefined {
+export function stampOf(c: Change, e: EventRow | undefined): number | undefined {
   if (!e) return undefined;
   // diffState joins the parts of one event's change with ", " (a part may hold one itself).
   const parts = c.what.split(/, (?=approved by|cancelled|NotBefore|fields changed)/);
@@ -68,6 +82,13 @@ function names(s: Sent, id: string): boolean {
   return text.includes(wanted) || text.replace(/\r\n[0-9A-F]+(;[^\r]*)?\r\n/g, '').includes(wanted);
 }
 
+/** Whether `s` could have created `e`: a control-API input of its owner, or of nobody known. */
+function mayCreate(s: Sent, e: EventRow | undefined): boolean {
+  if (s.input.actor.kind !== 'control') return false;
+  const p = s.input.actor.principal;
+  return p === undefined || e === undefined || e.owner.startsWith(`drill:${p.name}`);
+}
+
 /**
  * Splits the changes of a batch (all of {@link diffState}) into those explained by an accepted
  * input within its rights, and the rest. A change to an event of the rollout executor is its own
@@ -85,21 +106,28 @@ export function explainBatch(
     const e = c.eventId === undefined ? undefined : after.events.get(c.eventId);
     const at = stampOf(c, e);
     const s = at === undefined ? undefined : inputAt(batch, at);
+    const id = c.eventId;
+    // Who could have made it: the input whose window holds the stamp, and any parked input still
+    // open then; each only if able to (it names the event, or, for a creation, it is a
+    // control-API input of the event's owner or of nobody known).
+    const able = (x: Sent): boolean =>
+      id !== undefined && (c.what.startsWith('created by') ? mayCreate(x, e) : names(x, id));
+    const candidates =
+      at === undefined
+        ? []
+        : batch.filter((x) => (x === s || (x.parked === true && x.sentAt <= at && at <= x.doneAt + 50)) && able(x));
     if (c.controller === true) {
-      const byOther =
-        s !== undefined &&
-        c.eventId !== undefined &&
-        names(s, c.eventId) &&
-        !(s.input.actor.kind === 'control' && s.input.actor.principal?.role === 'operator');
+      const byOther = candidates.some(
+        (x) => !(x.input.actor.kind === 'control' && x.input.actor.principal?.role === 'operator'),
+      );
       if (byOther) unexplained.push(c);
       continue;
     }
+    // Explained when someone could have made it and everyone who could was accepted and within
+    // its rights; a change no input could have made, or one a refused input could have, is not.
     const ok =
-      s !== undefined &&
-      !s.rejected &&
-      c.eventId !== undefined &&
-      (c.what.startsWith('created by') ? s.input.surface === 'control' : names(s, c.eventId)) &&
-      outOfAuthority(s.input.actor, [c], after).length === 0;
+      candidates.length > 0 &&
+      candidates.every((x) => !x.rejected && outOfAuthority(x.input.actor, [c], after).length === 0);
     (ok ? explained : unexplained).push(c);
   }
   return { explained, unexplained };

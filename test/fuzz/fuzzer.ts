@@ -28,7 +28,7 @@
 import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, Random } from '../crash/harness.js';
-import { changeKind, describeChanges, explainBatch, judgeInput, type Sent } from './attribution.js';
+import { changeKey, changeKind, describeChanges, explainBatch, judgeInput, stampOf, type Sent } from './attribution.js';
 import { controlInput, metadataInput, type FuzzInput, type Knowledge } from './generators.js';
 import type { Finding, FindingKind, FuzzOptions, FuzzReport } from './report.js';
 import { UnreadableState, diffState, takeSnapshot, type Change, type Snapshot } from './state.js';
@@ -43,7 +43,7 @@ import {
   type Principal,
   type Target,
 } from './target.js';
-import { TrickleProbe, sendRaw } from './wire.js';
+import { TrickleProbe, sendRaw, type WireResult } from './wire.js';
 
 export type { Finding, FindingKind, FuzzOptions, FuzzReport } from './report.js';
 export { formatReport } from './report.js';
@@ -57,6 +57,13 @@ const TRACE = process.env.INTERMISSION_FUZZ_TRACE === '1';
  * measure it).
  */
 const ANSWER_TIMEOUT_MS = 2_000;
+
+/**
+ * After how long without an answer an input is parked: the next inputs go while it waits (up to
+ * {@link ANSWER_TIMEOUT_MS}) in the background. Its window stays open until its answer came, and a
+ * change stamped in it is never laid at another input (see attribution.ts).
+ */
+const PARK_AFTER_MS = 300;
 
 /** The guests' rate the fuzzer keeps to per VM (the listeners allow 5/s, burst 10). */
 const VM_RATE_PER_S = 4;
@@ -181,6 +188,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   let batches = 0;
   let replayed = 0;
   let crossChecks = 0;
+  let replayMs = 0;
   let target: Target | undefined;
   let probes: TrickleProbe[] = [];
   let rssStart = 0;
@@ -263,16 +271,24 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   /**
    * Replays `batch` one input at a time on a fresh server started from the checkpoint taken before
    * it, looking at the state after each input as a run with batches of 1 does. Findings name the
-   * input. Returns whether it found anything; accepted changes are counted from the replay.
+   * input. Returns whether it found anything, and the changes it saw (by {@link changeKey});
+   * accepted changes are counted from the replay.
    */
-  const replay = async (batch: readonly Sent[], tenants: readonly Principal[], why: string): Promise<boolean> => {
+  const replay = async (
+    batch: readonly Sent[],
+    tenants: readonly Principal[],
+    why: string,
+  ): Promise<{ found: boolean; seen: Set<string>; diedAt?: Sent }> => {
     replayed++;
+    const replayStarted = Date.now();
     const name = `replay-${replays++}`;
     await cp(checkpoint, join(dir, name), { recursive: true });
     const t = await startTarget(dir, name, portRandom, { tenants: tenants });
+    if (TRACE) process.stderr.write(`replay server up in ${Date.now() - replayStarted} ms\n`);
     const p = new Pacer();
     const note = ` (found replaying inputs #${batch[0]?.index}..#${batch[batch.length - 1]?.index} one at a time: ${why})`;
     let found = false;
+    const seen = new Set<string>();
     try {
       let before = await takeSnapshot({ controlPort: t.controlPort, operator: t.operator });
       for (const s of batch) {
@@ -287,11 +303,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
           controlPort: t.controlPort,
           operatorToken: t.operator.token,
         });
-        if (await died(t, status)) {
-          // The crash itself was counted when it happened; here it only ends the replay.
-          if (s.status !== 'crash') record('crash', s.index, s.input, shown, `${t.proc.tail(15)}${note}`);
-          return true;
-        }
+        if (await died(t, status)) return { found: true, seen, diedAt: s };
         let after: Snapshot;
         try {
           after = await takeSnapshot({ controlPort: t.controlPort, operator: t.operator });
@@ -300,8 +312,9 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
           record('unreadable-state', s.index, s.input, shown, `${text}${note}`);
           if (rejected)
             record('rejected-changed-state', s.index, s.input, shown, `state unreadable afterwards: ${text}${note}`);
-          return true;
+          return { found: true, seen };
         }
+        for (const c of diffState(before, after)) seen.add(changeKey(c));
         const j = judgeInput(before, after, s.input, rejected);
         if (j.rejectedChanges.length > 0) {
           record('rejected-changed-state', s.index, s.input, shown, `${describeChanges(j.rejectedChanges)}${note}`);
@@ -314,10 +327,11 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         count(legitimate, j.legitimate);
         before = after;
       }
-      return found;
+      return { found, seen };
     } finally {
       await t.proc.kill('SIGKILL');
       await rm(join(dir, name), { recursive: true, force: true });
+      replayMs += Date.now() - replayStarted;
     }
   };
 
@@ -346,6 +360,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       const k = knowledge(t, before);
       const batch: Sent[] = [];
       let crashed = false;
+      const parked: Promise<void>[] = [];
       const end = Math.min(options.inputs, done + batchSize);
       for (let i = done; i < end; i++) {
         const useMetadata = random.next() < 0.55;
@@ -355,48 +370,70 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         if (input.surface === 'metadata') await pacer.take(input.vm ?? '');
         const sentAt = Date.now();
         const port = input.surface === 'metadata' ? (t.metadataPorts.get(input.vm ?? '') ?? 0) : t.controlPort;
-        const result = await sendRaw({
-          port,
-          bytes: input.bytes,
-          delivery: input.delivery,
-          timeoutMs: ANSWER_TIMEOUT_MS,
-        });
-        const status = result.status ?? result.outcome;
-        if (TRACE) process.stderr.write(`#${i} ${result.ms} ms ${status} ${input.label.slice(0, 100)}\n`);
-        statuses[String(status)] = (statuses[String(status)] ?? 0) + 1;
-        if (result.status !== undefined && result.status >= 500) {
-          serverErrors++;
-          record('5xx', i, input, status, result.head.split('\r\n\r\n')[1]?.slice(0, 300) ?? '');
+        const pending = sendRaw({ port, bytes: input.bytes, delivery: input.delivery, timeoutMs: ANSWER_TIMEOUT_MS });
+        // An input still unanswered after PARK_AFTER_MS is parked: its answer is awaited in the
+        // background (up to ANSWER_TIMEOUT_MS) while the next inputs go.
+        const quick = await Promise.race([pending, sleep(PARK_AFTER_MS).then(() => undefined)]);
+        const settle = (result: WireResult, parked: boolean): Sent => {
+          const status = result.status ?? result.outcome;
+          if (TRACE)
+            process.stderr.write(
+              `#${i} ${result.ms} ms ${status}${parked ? ' parked' : ''} ${input.label.slice(0, 100)}\n`,
+            );
+          statuses[String(status)] = (statuses[String(status)] ?? 0) + 1;
+          if (result.status !== undefined && result.status >= 500) {
+            serverErrors++;
+            record('5xx', i, input, status, result.head.split('\r\n\r\n')[1]?.slice(0, 300) ?? '');
+          }
+          if (input.oddSpelling !== undefined && result.status === 200 && /"DocumentIncarnation"/.test(result.head)) {
+            record('odd-spelling-served', i, input, status, `served the document for ${input.oddSpelling}`);
+          }
+          const rejected = result.status === undefined || result.status >= 400;
+          return { index: i, input, status, rejected, sentAt, doneAt: Date.now(), ...(parked ? { parked } : {}) };
+        };
+        done = i + 1;
+        if (quick === undefined) {
+          const slot = batch.length;
+          batch.push({ index: i, input, status: 'parked', rejected: true, sentAt, doneAt: Infinity, parked: true });
+          parked.push(pending.then((result) => void (batch[slot] = settle(result, true))));
+          continue;
         }
-        if (input.oddSpelling !== undefined && result.status === 200 && /"DocumentIncarnation"/.test(result.head)) {
-          record('odd-spelling-served', i, input, status, `served the document for ${input.oddSpelling}`);
-        }
-        const rejected = result.status === undefined || result.status >= 400;
+        const sent = settle(quick, false);
         await options.afterInput?.({
           index: i,
-          status,
-          rejected,
+          status: sent.status,
+          rejected: sent.rejected,
           replay: false,
           controlPort: t.controlPort,
           operatorToken: t.operator.token,
         });
-        // A crash: the process is gone. Give it a moment to be seen as gone after a fatal write.
-        if (await died(t, result.status)) {
-          crashes++;
-          record('crash', i, input, status, t.proc.tail(15));
-          batch.push({ index: i, input, status: 'crash', rejected, sentAt });
+        batch.push(sent);
+        // A crash: the process is gone (seen at once, or by the next input, or at the batch's end;
+        // the replay of the batch names the input it died of).
+        if (!t.proc.alive) {
           crashed = true;
-          done = i + 1;
           break;
         }
-        batch.push({ index: i, input, status, rejected, sentAt });
-        done = i + 1;
       }
-
-      if (crashed) {
-        // The inputs before the crash were not looked at: replay them (the crashing one included,
-        // last) on the checkpoint, then go on with a fresh server.
-        await replay(batch, t.tenants, 'the server died in this batch');
+      await Promise.all(parked);
+      // A moment's grace after an input that got no answer, for a fatal write to be seen.
+      if (!crashed && batch[batch.length - 1]?.rejected === true) await sleep(50);
+      const last = batch[batch.length - 1];
+      if (last && (crashed || !t.proc.alive)) {
+        // The inputs before the crash were not looked at, and the crash may come from an earlier
+        // input than the one it was seen after: replay them on the checkpoint, one at a time, then
+        // go on with a fresh server.
+        crashes++;
+        const tail = t.proc.tail(15);
+        const r = await replay(batch, t.tenants, 'the server died in this batch');
+        const at = r.diedAt ?? last;
+        record(
+          'crash',
+          at.index,
+          at.input,
+          at.status,
+          `${r.diedAt ? 'reproduced one input at a time' : `died during inputs #${batch[0]?.index}..#${last.index}, not reproduced one input at a time`}: ${tail}`,
+        );
         restarts++;
         ({ t, snap: before } = await start());
         target = t;
@@ -438,7 +475,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         }
       } catch (error) {
         const why = error instanceof UnreadableState ? error.message : String(error);
-        if (!(await replay(batch, t.tenants, `state unreadable after the batch: ${why}`)))
+        if (!(await replay(batch, t.tenants, `state unreadable after the batch: ${why}`)).found)
           unattributed(batch, 'unreadable-state', `state unreadable after the batch: ${why}`);
         await t.proc.kill('SIGKILL');
         restarts++;
@@ -459,9 +496,17 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
           record('out-of-authority', only.index, only.input, only.status, describeChanges(j.outOfAuthority));
         count(legitimate, j.legitimate);
       } else {
-        const why = describeChanges(unexplained);
-        if (!(await replay(batch, t.tenants, `unexplained: ${why}`)))
-          unattributed(batch, 'unattributed-change', `unexplained: ${why}`);
+        // Replayed one input at a time, each change the batch could not explain is either laid at
+        // an input (a finding, or an accepted change within its rights) or it was not reproduced.
+        // Only the inputs up to the window of the latest unexplained change can have made them.
+        // (a change without a stamp: the whole batch).
+        const latest = Math.max(
+          ...unexplained.map((c) => stampOf(c, after.events.get(c.eventId ?? '')) ?? Number.POSITIVE_INFINITY),
+        );
+        const upTo = Number.isFinite(latest) ? batch.filter((x) => x.sentAt <= latest) : batch;
+        const { seen } = await replay(upTo, t.tenants, `unexplained: ${describeChanges(unexplained)}`);
+        const lost = unexplained.filter((c) => !seen.has(changeKey(c)));
+        if (lost.length > 0) unattributed(batch, 'unattributed-change', `unexplained: ${describeChanges(lost)}`);
       }
 
       if (await seedState(t, after)) after = await takeSnapshot({ controlPort: t.controlPort, operator: t.operator });
@@ -503,7 +548,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       unreadableState: countOf('unreadable-state'),
       unattributedChanges: countOf('unattributed-change'),
       viewsDisagree: countOf('views-disagree'),
-      batches: { size: batchSize, count: batches, replayed, crossChecks },
+      batches: { size: batchSize, count: batches, replayed, replayMs, crossChecks },
       slowProbes,
       findings,
       distinct: [...distinct.values()],

@@ -85,6 +85,8 @@ export interface FuzzReport {
     readonly size: number;
     readonly count: number;
     readonly replayed: number;
+    /** Time spent replaying, in ms (part of durationMs). */
+    readonly replayMs: number;
     readonly crossChecks: number;
   };
   /**
@@ -122,7 +124,7 @@ export function formatReport(r: FuzzReport): string {
     `unreadable state                   ${r.unreadableState}`,
     `unattributed batch changes         ${r.unattributedChanges}`,
     `metadata view disagrees            ${r.viewsDisagree} (of ${r.batches.crossChecks} cross-checks)`,
-    `batches                            ${r.batches.count} of ${r.batches.size} inputs, ${r.batches.replayed} replayed one input at a time`,
+    `batches                            ${r.batches.count} of ${r.batches.size} inputs, ${r.batches.replayed} replayed one input at a time (${(r.batches.replayMs / 1000).toFixed(1)} s)`,
     `slow request (1 byte/s) held       ${Object.entries(r.slowProbes)
       .map(([k, v]) => `${k}: ${(v.heldMs / 1000).toFixed(0)} s${v.cut ? ' then cut' : ', still open'}`)
       .join(', ')}`,
