@@ -29,13 +29,12 @@ import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, Random } from '../crash/harness.js';
 import { changeKey, changeKind, describeChanges, explainBatch, judgeInput, stampOf, type Sent } from './attribution.js';
-import { controlInput, metadataInput, type FuzzInput, type Knowledge } from './generators.js';
+import { controlInput, metadataInput, type FuzzInput } from './generators.js';
 import type { Finding, FindingKind, FuzzOptions, FuzzReport } from './report.js';
 import { UnreadableState, diffState, takeSnapshot, type Change, type Snapshot } from './state.js';
 import {
   SCOPES,
   checkpointState,
-  controlJson,
   fuzzDir,
   removeDir,
   rssOf,
@@ -43,6 +42,8 @@ import {
   type Principal,
   type Target,
 } from './target.js';
+import { Pacer, burst, type BurstResult } from './rate-limit.js';
+import { knowledge, seedState } from './seed-state.js';
 import { TrickleProbe, sendRaw, type WireResult } from './wire.js';
 
 export type { Finding, FindingKind, FuzzOptions, FuzzReport } from './report.js';
@@ -65,32 +66,6 @@ const ANSWER_TIMEOUT_MS = 2_000;
  */
 const PARK_AFTER_MS = 300;
 
-/** The guests' rate the fuzzer keeps to per VM (the listeners allow 5/s, burst 10). */
-const VM_RATE_PER_S = 4;
-const VM_BURST = 8;
-
-class Pacer {
-  readonly #tokens = new Map<string, { tokens: number; at: number }>();
-  /** Waits until `vm` may send one more request, then takes it. */
-  async take(vm: string): Promise<void> {
-    for (;;) {
-      const now = Date.now();
-      const b = this.#tokens.get(vm) ?? { tokens: VM_BURST, at: now };
-      b.tokens = Math.min(VM_BURST, b.tokens + ((now - b.at) / 1000) * VM_RATE_PER_S);
-      b.at = now;
-      this.#tokens.set(vm, b);
-      if (b.tokens >= 1) {
-        b.tokens -= 1;
-        return;
-      }
-      await sleep(Math.ceil(((1 - b.tokens) / VM_RATE_PER_S) * 1000));
-    }
-  }
-  reset(): void {
-    this.#tokens.clear();
-  }
-}
-
 /** The shape of a finding, to count repeats of one fault as one: ids, numbers and sizes blurred. */
 function shapeOf(f: Finding): string {
   const label = f.label
@@ -103,65 +78,6 @@ function shapeOf(f: Finding): string {
 
 function escapeBytes(bytes: Buffer): string {
   return JSON.stringify(bytes.subarray(0, 600).toString('latin1'));
-}
-
-/** How many live events a tenant keeps before the housekeeping cancels its oldest (keeps documents small). */
-const TENANT_LIVE_CAP = 6;
-
-/**
- * Events the generators and the oracles start from: per scope, an operator drill (source User)
- * and a platform event, and per tenant one event of its own. Also the housekeeping that keeps a
- * long run's documents small: a tenant's live events beyond {@link TENANT_LIVE_CAP} are cancelled
- * by the operator. Returns whether it changed anything (then the caller reads the state again).
- */
-async function seedState(t: Target, snap: Snapshot | undefined): Promise<boolean> {
-  const events = [...(snap?.events.values() ?? [])];
-  const scheduled = events.filter((e) => e.phase === 'Scheduled');
-  const has = (pred: (e: (typeof scheduled)[number]) => boolean): boolean => scheduled.some(pred);
-  let changed = false;
-  const schedule = async (token: string, body: unknown): Promise<void> => {
-    const res = await controlJson(t.controlPort, token, 'POST', '/v1/events', body);
-    changed ||= res.status === 201;
-  };
-  for (const [scope, vms] of SCOPES) {
-    const vm = vms[0] ?? '';
-    if (!has((e) => e.scope === scope && e.source === 'User' && e.description === SEED_DESCRIPTION))
-      await schedule(t.operator.token, { type: 'Freeze', vms: [vm], notice: '1h', description: SEED_DESCRIPTION });
-    if (!has((e) => e.scope === scope && e.source === 'Platform'))
-      await schedule(t.operator.token, {
-        type: 'Reboot',
-        vms: [vm],
-        notice: '2h',
-        source: 'Platform',
-        description: SEED_DESCRIPTION,
-      });
-  }
-  for (const tenant of t.tenants) {
-    const own = events.filter((e) => e.owner === `drill:${tenant.name}` && e.phase !== 'Removed');
-    if (!own.some((e) => e.phase === 'Scheduled'))
-      await schedule(tenant.token, { type: 'Freeze', vms: [tenant.vms[0]], notice: '1h' });
-    for (const e of own.slice(0, Math.max(0, own.length - TENANT_LIVE_CAP))) {
-      await controlJson(t.controlPort, t.operator.token, 'POST', `/v1/events/${e.eventId}/cancel`);
-      changed = true;
-    }
-  }
-  return changed;
-}
-
-const SEED_DESCRIPTION = 'fuzz seed event';
-
-function knowledge(t: Target, snap: Snapshot): Knowledge {
-  return {
-    events: [...snap.events.values()].map((e) => ({
-      eventId: e.eventId,
-      scope: e.scope,
-      owner: e.owner,
-      source: e.source,
-      phase: e.phase,
-    })),
-    operator: t.operator,
-    tenants: t.tenants,
-  };
 }
 
 /** Inputs between two looks at the state, unless the options say otherwise. */
@@ -520,6 +436,39 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         );
       }
     }
+    // The rate-limit path, apart: a burst at one listener, faster than a guest may send.
+    let rateLimit: (BurstResult & { readonly changes: number }) | undefined;
+    if (t.proc.alive) {
+      const vm = 'solo_d';
+      const b0 = await takeSnapshot({ controlPort: t.controlPort, operator: t.operator });
+      const others = [...b0.events.values()].filter((e) => e.scope !== 'vm:solo_d' && e.phase === 'Scheduled');
+      const r = await burst({
+        vm,
+        port: t.metadataPorts.get(vm) ?? 0,
+        count: 40,
+        otherScopeIds: others.map((e) => e.eventId),
+      });
+      const b1 = await takeSnapshot({ controlPort: t.controlPort, operator: t.operator });
+      const changes = diffState(b0, b1).filter(
+        (c) => c.scope === 'vm:solo_d' || c.what.startsWith('approved by solo_d'),
+      );
+      const burstInput: FuzzInput = {
+        surface: 'metadata',
+        vm,
+        actor: { kind: 'metadata', vm, scope: 'vm:solo_d' },
+        label: `${vm}: burst of 40 requests (GETs, approvals of other scopes' events)`,
+        bytes: Buffer.from(''),
+        delivery: { kind: 'whole' },
+      };
+      for (const [status, n] of Object.entries(r.statuses)) {
+        if (Number(status) >= 500) {
+          serverErrors += n;
+          record('5xx', options.inputs, burstInput, status, `${n} of the burst answered ${status}`);
+        }
+      }
+      if (changes.length > 0) record('out-of-authority', options.inputs, burstInput, 'burst', describeChanges(changes));
+      rateLimit = { ...r, changes: changes.length };
+    }
     closeProbes();
     const m = await rssOf(t.proc.pid);
     peak = Math.max(peak, m?.hwm ?? 0);
@@ -548,6 +497,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       unreadableState: countOf('unreadable-state'),
       unattributedChanges: countOf('unattributed-change'),
       viewsDisagree: countOf('views-disagree'),
+      rateLimit,
       batches: { size: batchSize, count: batches, replayed, replayMs, crossChecks },
       slowProbes,
       findings,

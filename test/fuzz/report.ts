@@ -1,4 +1,5 @@
 /** The fuzzer's findings and report, and the report as text. */
+import type { BurstResult } from './rate-limit.js';
 
 export type FindingKind =
   | '5xx'
@@ -80,6 +81,11 @@ export interface FuzzReport {
   readonly unattributedChanges: number;
   /** Times the document read through a metadata listener disagreed with the control API's. */
   readonly viewsDisagree: number;
+  /**
+   * The rate-limit path, fuzzed apart at the end: a burst of 40 requests at one VM's listener
+   * (GETs, approvals of other scopes' events), what it was answered, and what it changed (must be 0).
+   */
+  readonly rateLimit: (BurstResult & { readonly changes: number }) | undefined;
   /** Batches and replays: how many batches, how many replayed, and the metadata cross-checks. */
   readonly batches: {
     readonly size: number;
@@ -124,6 +130,13 @@ export function formatReport(r: FuzzReport): string {
     `unreadable state                   ${r.unreadableState}`,
     `unattributed batch changes         ${r.unattributedChanges}`,
     `metadata view disagrees            ${r.viewsDisagree} (of ${r.batches.crossChecks} cross-checks)`,
+    `rate-limit burst                   ${
+      r.rateLimit
+        ? `${r.rateLimit.sent} at ${r.rateLimit.vm}: ${Object.entries(r.rateLimit.statuses)
+            .map(([k, n]) => `${k}:${n}`)
+            .join(' ')}, ${r.rateLimit.changes} changes`
+        : 'not run (server down)'
+    }`,
     `batches                            ${r.batches.count} of ${r.batches.size} inputs, ${r.batches.replayed} replayed one input at a time (${(r.batches.replayMs / 1000).toFixed(1)} s)`,
     `slow request (1 byte/s) held       ${Object.entries(r.slowProbes)
       .map(([k, v]) => `${k}: ${(v.heldMs / 1000).toFixed(0)} s${v.cut ? ' then cut' : ', still open'}`)
