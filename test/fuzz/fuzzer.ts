@@ -391,8 +391,11 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         }
       } catch (error) {
         const why = error instanceof UnreadableState ? error.message : String(error);
-        if (!(await replay(batch, t.tenants, `state unreadable after the batch: ${why}`)).found)
+        if (!(await replay(batch, t.tenants, `state unreadable after the batch: ${why}`)).found) {
+          // Not laid at one input: it may have been a refused one, so it counts as unattributed too.
           unattributed(batch, 'unreadable-state', `state unreadable after the batch: ${why}`);
+          unattributed(batch, 'unattributed-change', `state unreadable after the batch: ${why}`);
+        }
         await t.proc.kill('SIGKILL');
         restarts++;
         ({ t, snap: before } = await start());
