@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
 import { IntermissionError, coerceError } from '../domain/index.js';
-import type { VmCapabilities } from '../domain/rollout/index.js';
+import { STEP_KINDS, isStepKindName, type VmCapabilities } from '../domain/rollout/index.js';
 import type { HypervisorDriver } from '../hypervisor/index.js';
 import type { SimTime } from '../hypervisor/sim/index.js';
-import type { AgentJournal } from './journal.js';
+import { adoptHost, type AdoptionClockInfo, type ClockFields } from './adoption.js';
+import { compactedStatus, requestDigest, type AgentJournal } from './journal.js';
 import type { AgentVm, HostStepRequest, HostStepStatus, VmInStep, VmStepResult } from './protocol.js';
 
 /** What a host agent announces; logs, metrics and tests subscribe. */
@@ -15,6 +16,8 @@ export interface AgentEventMap {
   'agent:lease:expired': [info: { host: string; vm: string; pausedAt: number; resumedAt: number }];
   /** A VM found paused at start-up (an interrupted step) was resumed. */
   'agent:adopt:resumed': [info: { host: string; vm: string }];
+  /** At start-up, the clock of a VM an interrupted step had paused was resynchronised (or could not be). */
+  'agent:adopt:clock': [info: AdoptionClockInfo];
   'agent:error': [error: IntermissionError];
 }
 
@@ -67,7 +70,8 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
 
   /**
    * Starts an agent. Steps the journal shows as running were interrupted by a restart: their paused
-   * VMs are resumed at once and the steps recorded as failed, so that they are never run twice.
+   * VMs are resumed at once, the clocks of the VMs they paused resynchronised (whoever resumed them:
+   * see `adoption.ts`), and the steps recorded as failed with that, so that they are never run twice.
    */
   static async start(options: HostAgentOptions): Promise<HostAgent> {
     const agent = new HostAgent(options);
@@ -96,12 +100,24 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         `step ${request.stepId} is for host ${request.host}, this is ${this.host}`,
       );
     }
+    // The wire schema only lets known kinds through, but an in-process caller (or a controller of
+    // a newer version, through a looser schema) could send another: refused before it is journaled,
+    // so that it never runs nothing and reports success.
+    if (!isStepKindName(request.kind)) throw unknownStepKind(request.kind);
     const known = this.#journal.get(request.stepId);
     if (known) {
       if (!isDeepStrictEqual(known.request, request)) {
         throw new IntermissionError('CONFLICT', `step ${request.stepId} was already submitted with other contents`);
       }
       return known.status;
+    }
+    const compacted = this.#journal.compacted(request.stepId);
+    if (compacted) {
+      // Finished long ago: its id is never run again, whatever the resend's age.
+      if (compacted.requestDigest !== requestDigest(request)) {
+        throw new IntermissionError('CONFLICT', `step ${request.stepId} was already submitted with other contents`);
+      }
+      return compactedStatus(compacted);
     }
     const status: HostStepStatus = {
       stepId: request.stepId,
@@ -124,7 +140,8 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
 
   /** The recorded status of a step, or undefined when this agent never saw it. */
   status(stepId: string): HostStepStatus | undefined {
-    return this.#journal.get(stepId)?.status;
+    const compacted = this.#journal.compacted(stepId);
+    return this.#journal.get(stepId)?.status ?? (compacted ? compactedStatus(compacted) : undefined);
   }
 
   /** The host's VMs with their state and capability facts (for the planner and health gates). */
@@ -149,23 +166,15 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
   }
 
   async #adopt(): Promise<void> {
-    const interrupted = this.#journal.entries().filter((e) => e.status.status === 'running');
-    const vms = await this.#driver.listVms();
-    for (const vm of vms.filter((v) => v.state === 'paused')) {
-      await this.#driver.resume({ vm: vm.name });
-      this.emit('agent:adopt:resumed', { host: this.host, vm: vm.name });
-    }
-    for (const entry of interrupted) {
-      await this.#journal.put({
-        request: entry.request,
-        status: {
-          ...entry.status,
-          status: 'failed',
-          finishedAt: this.#time.now(),
-          error: { code: 'UNREACHABLE', message: 'the agent restarted while the step ran; paused VMs were resumed' },
-        },
-      });
-    }
+    await adoptHost({
+      host: this.host,
+      driver: this.#driver,
+      journal: this.#journal,
+      now: () => this.#time.now(),
+      resync: (vm, bound) => this.#resync(vm, bound),
+      onResumed: (vm) => this.emit('agent:adopt:resumed', { host: this.host, vm }),
+      onClock: (info) => this.emit('agent:adopt:clock', info),
+    });
   }
 
   async #run(request: HostStepRequest, initial: HostStepStatus): Promise<void> {
@@ -255,6 +264,10 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         await this.#freezeApplyResume(request, byPath('pause'), results);
         await restart(byPath('reboot'));
         return;
+      default:
+        // Exhaustive: a step kind added to STEP_KINDS without a case here fails to compile, and one
+        // that slips through at run time fails the step instead of succeeding having done nothing.
+        throw unknownStepKind(request.kind);
     }
   }
 
@@ -292,7 +305,19 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
           const done = this.#time.sleep(Math.max(0, deadline - this.#time.now()), { signal: stop.signal }).then(
             async () => {
               // The budget is running out: resume regardless of the update, then stop the update.
-              const { resumedAt } = await this.#resumeRetrying(vm.name, deadline + this.#margin(vm));
+              let resumedAt: number;
+              try {
+                ({ resumedAt } = await this.#resumeRetrying(vm.name, deadline + this.#margin(vm)));
+              } catch (error) {
+                // Not even retries resumed it: the hypervisor's lease is left to (see pause above).
+                // Never a rejection nobody awaits yet: that would end the agent's process.
+                const e = coerceError(error);
+                const r = results.get(vm.name);
+                if (r) results.set(vm.name, { ...r, outcome: 'failed', error: { code: e.code, message: e.message } });
+                this.emit('agent:error', e);
+                applyAbort.abort(e);
+                return;
+              }
               const r = results.get(vm.name);
               if (r) {
                 results.set(vm.name, {
@@ -357,14 +382,14 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
   }
 
   /** Resynchronises a VM's clock; tries once more when the residual is above the bound. */
-  async #resync(
-    vm: string,
-    maxResidualMs: number,
-  ): Promise<Pick<VmStepResult, 'clockOffsetMs' | 'clockResidualMs' | 'clockRoundTripMs'>> {
+  async #resync(vm: string, maxResidualMs: number | undefined): Promise<ClockFields> {
     if (!this.#driver.capabilities.guestClock)
       return { clockOffsetMs: null, clockResidualMs: null, clockRoundTripMs: null };
     const first = await this.#driver.resyncClock({ vm });
-    const last = Math.abs(first.residualMs) > maxResidualMs ? await this.#driver.resyncClock({ vm }) : first;
+    const last =
+      maxResidualMs !== undefined && Math.abs(first.residualMs) > maxResidualMs
+        ? await this.#driver.resyncClock({ vm })
+        : first;
     return {
       clockOffsetMs: first.offsetBeforeMs,
       clockResidualMs: last.residualMs,
@@ -418,6 +443,18 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
       return false;
     }
   }
+}
+
+/**
+ * The error for a step kind this agent does not run. Typed `never` so that a `switch` over
+ * {@link STEP_KINDS} that misses a kind does not compile where it calls this in its `default`.
+ */
+export function unknownStepKind(kind: never): IntermissionError {
+  return new IntermissionError(
+    'INVALID_INPUT',
+    `unknown step kind ${JSON.stringify(kind)}: this agent runs ${STEP_KINDS.join(', ')}`,
+    { details: { kind, reason: 'UNKNOWN_STEP_KIND' } },
+  );
 }
 
 function blankResult(vm: VmInStep): VmStepResult {

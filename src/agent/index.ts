@@ -2,5 +2,6 @@
 export * from './protocol.js';
 export * from './journal.js';
 export * from './host-agent.js';
+export type { AdoptionClockInfo, ClockFields } from './adoption.js';
 export * from './app.js';
 export * from './client.js';

@@ -78,6 +78,11 @@ export const hostStepStatusSchema = z
     finishedAt: z.number().nullable(),
     vms: z.array(vmStepResultSchema),
     error: errorSchema.nullable(),
+    /**
+     * True when this is the compact record of a step whose details the agent's journal no longer
+     * keeps (see `journal.ts`): the status, times, error and each VM's outcome, no measurements.
+     */
+    compacted: z.boolean().optional(),
   })
   .strict();
 export type HostStepStatus = z.infer<typeof hostStepStatusSchema>;

@@ -25,6 +25,8 @@ const BY_CODE: Record<ErrorCode, number> = {
   STORE_FAILURE: EXIT_CODES.unavailable,
   TIMEOUT: EXIT_CODES.unavailable,
   UNREACHABLE: EXIT_CODES.unavailable,
+  PAYLOAD_TOO_LARGE: EXIT_CODES.invalidInput,
+  TOO_MANY_REQUESTS: EXIT_CODES.unavailable,
   INTERNAL: EXIT_CODES.failure,
 };
 

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
+import { deleteCookie, setCookie } from 'hono/cookie';
+import { parse as parseCookies } from 'hono/utils/cookie';
 import { HTTPException } from 'hono/http-exception';
 import { z } from 'zod';
 import {
@@ -23,7 +25,8 @@ import { LIVE_STREAM_PATH, liveStream, type LiveHub } from './live.js';
 import { METRICS_PATH, OPENAPI_PATH, openApiDocument } from './openapi.js';
 import { metricsHandler, type IntermissionMetrics } from '../metrics/index.js';
 import { rolloutRoutes } from './rollouts.js';
-import type { Principal, TokenAuthority } from './tokens.js';
+import { DashboardSessions, SESSION_COOKIE } from './sessions.js';
+import { parseTokenTtl, type Principal, type TokenAuthority } from './tokens.js';
 
 /** An event as the control API shows it: times in ISO 8601, nothing hidden from operators. */
 export interface EventView {
@@ -74,13 +77,24 @@ export function eventView(e: MaintenanceEvent): EventView {
 }
 
 /**
+ * Who owns an event scheduled through POST /v1/events. Tenants' and operators' names live in one
+ * token file but are kept apart here, so that a tenant whose name matches an operator's never owns
+ * that operator's drills.
+ */
+function drillOwner(principal: Principal): string {
+  return principal.role === 'tenant'
+    ? `${DRILL_OWNER_PREFIX}tenant:${principal.name}`
+    : `${DRILL_OWNER_PREFIX}${principal.name}`;
+}
+
+/**
  * Throws SCOPE_VIOLATION (403) unless a tenant may cancel the event: one it scheduled itself through
- * POST /v1/events (owner `drill:<its name>`, source User) for VMs that are all its own. Nothing else
- * (platform events, a rollout's, an operator's drill) is a tenant's to cancel.
+ * POST /v1/events (owner `drill:tenant:<its name>`, source User) for VMs that are all its own. Nothing
+ * else (platform events, a rollout's, an operator's drill) is a tenant's to cancel.
  */
 function assertTenantMayCancel(principal: Principal & { role: 'tenant' }, event: MaintenanceEvent): void {
   const own = event.resources.every((vm) => principal.vms.includes(vm));
-  const scheduledByIt = event.owner === `${DRILL_OWNER_PREFIX}${principal.name}` && event.source === 'User';
+  const scheduledByIt = event.owner === drillOwner(principal) && event.source === 'User';
   if (own && scheduledByIt) return;
   throw new IntermissionError(
     'SCOPE_VIOLATION',
@@ -125,9 +139,106 @@ export const scheduleRequestSchema = z
   .strict();
 export type ScheduleRequest = z.infer<typeof scheduleRequestSchema>;
 
-const tokenRequestSchema = z
-  .object({ tenant: z.string().min(1).max(64), vms: z.array(z.string().min(1)).min(1) })
-  .strict();
+/** A token's lifetime in a request body: `30d`, `12h`, `PT1H` or seconds (see {@link parseTokenTtl}). */
+const ttlField = z.string().min(1).max(32).optional();
+
+/** Body of POST /v1/tokens: a tenant token for its VMs, or a scrape-only metrics token. */
+const tokenRequestSchema = z.union([
+  z.object({ tenant: z.string().min(1).max(64), vms: z.array(z.string().min(1)).min(1), ttl: ttlField }).strict(),
+  z.object({ metrics: z.string().min(1).max(64), ttl: ttlField }).strict(),
+]);
+
+/** Body of POST /v1/sessions: a one-time sign-in code, or an operator token pasted into the page. */
+const sessionRequestSchema = z.union([
+  z.object({ code: z.string().min(1).max(128) }).strict(),
+  z.object({ token: z.string().min(1).max(256) }).strict(),
+]);
+
+/** Where the dashboard trades a sign-in code (or a pasted token) for a session cookie. */
+export const SESSIONS_PATH = '/v1/sessions';
+/**
+ * The header a cookie-authenticated POST or DELETE must carry. A page of another origin cannot set
+ * it without a CORS preflight this server never grants, so a session cookie cannot be ridden
+ * (SameSite=Strict alone still lets other ports of the same host through).
+ */
+export const CSRF_HEADER = 'x-intermission-csrf';
+
+/** Who authenticated a request, and what ends its access. */
+interface Auth {
+  readonly name: string;
+  readonly expiresAt: number;
+  /** Set when a dashboard session (cookie) authenticated the request. */
+  readonly sessionKey?: string;
+}
+
+/** The dashboard session id of a Cookie header, if any. */
+function sessionCookie(header: string | undefined): string | undefined {
+  return header ? parseCookies(header, SESSION_COOKIE)[SESSION_COOKIE] : undefined;
+}
+
+/** Longest delay setTimeout keeps (about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Ends a streamed response when `watch` calls its `end`: the source stream is cancelled (so that
+ * its producer stops, as if the client had gone) and the client's body ends.
+ */
+function endWhen(res: Response, watch: (end: () => void) => () => void): Response {
+  const body = res.body;
+  if (!body) return res;
+  const reader = (body as ReadableStream<Uint8Array>).getReader();
+  let stop: () => void = () => undefined;
+  let finished = false;
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      stop = watch(() => {
+        if (finished) return;
+        finished = true;
+        stop();
+        reader.cancel().catch(() => undefined);
+        try {
+          controller.close();
+        } catch {
+          // closed already
+        }
+      });
+    },
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        finished = true;
+        stop();
+        try {
+          controller.close();
+        } catch {
+          // closed already
+        }
+      } else controller.enqueue(value);
+    },
+    cancel(reason) {
+      finished = true;
+      stop();
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(stream, { status: res.status, headers: res.headers });
+}
+
+/**
+ * Calls `fire` once `now()` reaches `at`, also when that is further away than setTimeout reaches;
+ * re-checks `now()` whenever a timer fires, so that an injected clock is honoured.
+ */
+function timerAt(at: number, now: () => number, fire: () => void): () => void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = (): void => {
+    const delay = at - now();
+    if (delay <= 0) return fire();
+    timer = setTimeout(arm, Math.min(delay, MAX_TIMER_MS));
+    timer.unref?.();
+  };
+  arm();
+  return () => clearTimeout(timer);
+}
 
 export interface ControlAppOptions {
   readonly service: EventService;
@@ -136,8 +247,15 @@ export interface ControlAppOptions {
   readonly controller?: Controller;
   /** The live feed behind GET /v1/stream; without it the stream answers 503. */
   readonly live?: LiveHub;
-  /** The process's metrics, served at GET /metrics (Prometheus text format, no token). */
+  /** The process's metrics, served at GET /metrics (Prometheus text format). */
   readonly metrics?: IntermissionMetrics;
+  /**
+   * Who may scrape GET /metrics: `none` (default: anyone who reaches the control address, which is
+   * loopback by default) or `token` (an operator or a metrics token, as `Authorization: Bearer`).
+   */
+  readonly metricsAuth?: MetricsAuth;
+  /** Dashboard sign-in codes and sessions; default: a new set (the runtime passes its own to print a link). */
+  readonly sessions?: DashboardSessions;
   /** The attestation certificate, served to operators at GET /v1/attestation/certificate. */
   readonly attestation?: AttestationCertificate;
   /**
@@ -172,12 +290,19 @@ function codeForStatus(status: number): ErrorCode {
 /** Event ids are GUIDs; anything else is refused before the store is asked. */
 const EVENT_ID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/i;
 
-type Env = { Variables: { principal: Principal } };
+/** The access modes of GET /metrics. */
+export const METRICS_AUTH_MODES = ['none', 'token'] as const;
+export type MetricsAuth = (typeof METRICS_AUTH_MODES)[number];
+
+type Env = { Variables: { principal: Principal; auth: Auth } };
 
 /**
  * The control API as a fetch handler: fleet, events and drills for operators, and for tenants
- * the events of their own VMs. Every /v1 request needs `Authorization: Bearer <token>`; the OpenAPI
- * document (GET /openapi.json) and the dashboard's static files (/, /dashboard/*) need none.
+ * the events of their own VMs. Every /v1 request needs `Authorization: Bearer <token>` of a valid,
+ * unexpired operator or tenant token, or a dashboard session cookie (see sessions.ts), except signing
+ * in (POST /v1/sessions) and asking for the current session (GET /v1/sessions). The OpenAPI document
+ * (GET /openapi.json) and the dashboard's static files (/, /dashboard/*) need none; GET /metrics needs
+ * one only with `metricsAuth: 'token'`. See docs/security.md.
  */
 export function createControlApp({
   service,
@@ -185,10 +310,14 @@ export function createControlApp({
   controller,
   live,
   metrics,
+  metricsAuth = 'none',
+  sessions = new DashboardSessions({ tokens }),
   attestation,
   onInternalError,
 }: ControlAppOptions): Hono<Env> {
   const app = new Hono<Env>();
+  const bearerOf = (header: string | undefined): string | undefined =>
+    /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
 
   app.onError((error, c) => {
     if (error instanceof SyntaxError) {
@@ -224,30 +353,115 @@ export function createControlApp({
   });
   app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
 
-  // No token: the API's description and the dashboard (which asks for a token itself).
+  // No token: the API's description and the dashboard (which signs in itself).
   const openApi = openApiDocument({ scheduleRequest: scheduleRequestSchema, tokenRequest: tokenRequestSchema });
   app.get(OPENAPI_PATH, (c) => c.json(openApi));
   app.route('/', dashboardRoutes());
-  // Prometheus scrapes without a token, like most exporters; the control address is loopback by default.
+  // By default Prometheus scrapes without a token, like most exporters, on the loopback control
+  // address; `metricsAuth: 'token'` asks for an operator or metrics token (docs/security.md).
   if (metrics) {
     const serveMetrics = metricsHandler(metrics);
-    app.get(METRICS_PATH, (c) => serveMetrics(c.req.raw));
+    app.get(METRICS_PATH, (c) => {
+      if (metricsAuth === 'token') {
+        const holder = tokens.identify(bearerOf(c.req.header('authorization')));
+        if (holder?.role !== 'operator' && holder?.role !== 'metrics') {
+          c.header('www-authenticate', 'Bearer realm="intermission-metrics"');
+          throw new IntermissionError(
+            'UNAUTHORIZED',
+            'GET /metrics needs Authorization: Bearer <metrics or operator token>',
+          );
+        }
+      }
+      return serveMetrics(c.req.raw);
+    });
   }
 
   app.use('/v1/*', async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const bearer = /^Bearer\s+(.+)$/i.exec(header)?.[1]?.trim();
-    // EventSource cannot send headers: the stream alone also takes ?token= (documented in openapi.ts).
-    const principal = tokens.authenticate(
-      bearer ?? (c.req.path === LIVE_STREAM_PATH ? c.req.query('token') : undefined),
-    );
-    if (!principal)
+    // Signing in is how a session starts (the body carries the proof), and asking whether this
+    // browser holds one answers 200 either way (a page load without a session logs no 401).
+    if (c.req.path === SESSIONS_PATH && (c.req.method === 'POST' || c.req.method === 'GET')) return next();
+    const bearer = bearerOf(c.req.header('authorization'));
+    let auth: Auth | undefined;
+    let principal: Principal | undefined;
+    if (bearer !== undefined) {
+      const holder = tokens.identify(bearer);
+      principal = holder?.principal;
+      if (holder) auth = { name: holder.name, expiresAt: holder.expiresAt };
+    } else {
+      const session = sessions.authenticate(sessionCookie(c.req.header('cookie')));
+      if (session) {
+        if (c.req.method !== 'GET' && c.req.method !== 'HEAD' && c.req.header(CSRF_HEADER) !== '1') {
+          throw new IntermissionError(
+            'UNAUTHORIZED',
+            `a dashboard session needs the ${CSRF_HEADER}: 1 header on ${c.req.method}`,
+          );
+        }
+        principal = session.holder.principal;
+        auth = { name: session.holder.name, expiresAt: session.expiresAt, sessionKey: session.key };
+      }
+    }
+    if (!principal || !auth) {
+      if (c.req.path === LIVE_STREAM_PATH && c.req.query('token') !== undefined) {
+        throw new IntermissionError(
+          'UNAUTHORIZED',
+          '?token= is no longer accepted (a URL ends up in logs and histories): send Authorization: Bearer <token>, or sign in to the dashboard',
+        );
+      }
       throw new IntermissionError(
         'UNAUTHORIZED',
-        'send Authorization: Bearer <token> (see control.json in the state directory)',
+        'send Authorization: Bearer <token> of a valid, unexpired operator or tenant token (see control.json in the state directory)',
       );
+    }
     c.set('principal', principal);
+    c.set('auth', auth);
     await next();
+  });
+
+  // A revoked token's live streams end at once (the hub closes every stream of that principal).
+  tokens.onRevoke((name) => live?.closeStreams(name));
+
+  const requireOperator = (principal: Principal, what: string): void => {
+    if (principal.role !== 'operator') throw new IntermissionError('UNAUTHORIZED', `only operators ${what}`);
+  };
+
+  app.post(SESSIONS_PATH, async (c) => {
+    if (c.req.header(CSRF_HEADER) !== '1') {
+      throw new IntermissionError('INVALID_INPUT', `signing in needs the ${CSRF_HEADER}: 1 header`);
+    }
+    const parsed = sessionRequestSchema.safeParse(await c.req.json());
+    if (!parsed.success)
+      throw new IntermissionError('INVALID_INPUT', 'send {"code": "<sign-in code>"} or {"token": "<operator token>"}');
+    const session = sessions.start(parsed.data);
+    setCookie(c, SESSION_COOKIE, session.id, {
+      httpOnly: true,
+      sameSite: 'Strict',
+      path: '/',
+      maxAge: Math.max(1, Math.floor((session.expiresAt - Date.now()) / 1000)),
+    });
+    return c.json({ principal: session.holder.principal, expiresAt: new Date(session.expiresAt).toISOString() }, 201);
+  });
+
+  app.get(SESSIONS_PATH, (c) => {
+    const session = sessions.authenticate(sessionCookie(c.req.header('cookie')));
+    return c.json(
+      session
+        ? { principal: session.holder.principal ?? null, expiresAt: new Date(session.expiresAt).toISOString() }
+        : { principal: null, expiresAt: null },
+    );
+  });
+
+  app.delete(SESSIONS_PATH, (c) => {
+    const id = sessionCookie(c.req.header('cookie'));
+    if (id) sessions.end(id);
+    deleteCookie(c, SESSION_COOKIE, { path: '/' });
+    return c.json({ ok: true });
+  });
+
+  app.post('/v1/sign-in-codes', (c) => {
+    const principal = c.get('principal');
+    requireOperator(principal, 'sign in to the dashboard');
+    const { code, expiresAt } = sessions.issueCode(principal.name);
+    return c.json({ code, expiresAt: new Date(expiresAt).toISOString(), path: `/#code=${code}` }, 201);
   });
 
   const mayAct = (principal: Principal, vms: readonly string[]): boolean =>
@@ -348,13 +562,13 @@ export function createControlApp({
       ...(body.description === undefined ? {} : { description: body.description }),
       // Tenants' events are theirs: User. Operators choose, and drills default to User as well.
       source: principal.role === 'tenant' ? 'User' : (body.source ?? 'User'),
-      owner: `${DRILL_OWNER_PREFIX}${principal.name}`,
+      owner: drillOwner(principal),
     });
     return c.json(eventView(event), 201);
   });
 
   /**
-   * Tenants may cancel only the user events they scheduled themselves (owner `drill:<their name>`,
+   * Tenants may cancel only the user events they scheduled themselves (owner `drill:tenant:<name>`,
    * source User, all VMs theirs); platform events they may approve (through the metadata service),
    * never cancel. An operator's cancellation of a rollout's event goes through the executor, which
    * records the host steps it leaves out as cancelled by that operator, not as failed.
@@ -374,14 +588,33 @@ export function createControlApp({
   });
 
   app.post('/v1/tokens', async (c) => {
-    if (c.get('principal').role !== 'operator')
-      throw new IntermissionError('UNAUTHORIZED', 'only operators issue tokens');
+    requireOperator(c.get('principal'), 'issue tokens');
     const parsed = tokenRequestSchema.safeParse(await c.req.json());
     if (!parsed.success)
       throw new IntermissionError('INVALID_INPUT', parsed.error.issues.map((i) => i.message).join('; '));
-    for (const vm of parsed.data.vms) service.fleet.requireVm(vm);
-    const token = await tokens.issue({ role: 'tenant', name: parsed.data.tenant, vms: parsed.data.vms });
-    return c.json({ tenant: parsed.data.tenant, vms: parsed.data.vms, token }, 201);
+    const body = parsed.data;
+    const ttlMs = body.ttl === undefined ? undefined : parseTokenTtl(body.ttl);
+    const ttl = ttlMs === undefined ? {} : { ttlMs };
+    if ('metrics' in body) {
+      const token = await tokens.issue({ role: 'metrics', name: body.metrics }, ttl);
+      const info = tokens.list().find((t) => t.name === body.metrics);
+      return c.json({ metrics: body.metrics, token, expiresAt: info?.expiresAt }, 201);
+    }
+    for (const vm of body.vms) service.fleet.requireVm(vm);
+    const token = await tokens.issue({ role: 'tenant', name: body.tenant, vms: body.vms }, ttl);
+    const info = tokens.list().find((t) => t.name === body.tenant);
+    return c.json({ tenant: body.tenant, vms: body.vms, token, expiresAt: info?.expiresAt }, 201);
+  });
+
+  app.get('/v1/tokens', (c) => {
+    requireOperator(c.get('principal'), 'list tokens');
+    return c.json({ tokens: tokens.list() });
+  });
+
+  app.delete('/v1/tokens/:name', async (c) => {
+    requireOperator(c.get('principal'), 'revoke tokens');
+    const revoked = await tokens.revoke(c.req.param('name'));
+    return c.json({ revoked });
   });
 
   app.get('/v1/vms/:name/scheduled-events', (c) => {
@@ -394,7 +627,19 @@ export function createControlApp({
 
   app.get(LIVE_STREAM_PATH, (c) => {
     if (!live) throw new IntermissionError('UNREACHABLE', 'this server has no live feed');
-    return liveStream(c, { hub: live, principal: c.get('principal'), now: () => service.now() });
+    const auth = c.get('auth');
+    const res = liveStream(c, { hub: live, principal: c.get('principal'), now: () => service.now() });
+    // A stream lives no longer than what opened it: its token (expired; revoked: see above) or its session.
+    return endWhen(res, (end) => {
+      // (A revoked token's streams are closed by the hub: see the onRevoke listener above.)
+      const stops = [
+        sessions.onEnd((key) => key === auth.sessionKey && end()),
+        timerAt(auth.expiresAt, () => tokens.now(), end),
+      ];
+      return () => {
+        for (const stop of stops) stop();
+      };
+    });
   });
 
   app.route('/v1', attestationRoutes(attestation));

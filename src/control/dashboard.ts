@@ -60,7 +60,8 @@ const SECURITY_HEADERS = {
 
 /**
  * The Content-Security-Policy of the page: only our own scripts (and the page's inline import map,
- * by hash), styles and connections. The token lives in sessionStorage, so no foreign script runs.
+ * by hash), styles and connections. The page holds no token (its session is an HttpOnly cookie), and
+ * no foreign script runs.
  */
 function contentSecurityPolicy(html: string): string {
   const hashes = [...html.matchAll(/<script type="importmap">([\s\S]*?)<\/script>/g)].map(
@@ -106,7 +107,7 @@ async function readInside(
 /**
  * Routes of the dashboard: `GET /` and `GET /dashboard/` (the page), `GET /dashboard/{path}` (its
  * modules and styles) and `GET /dashboard/vendor/{file}` (preact, htm, uPlot). None needs a token:
- * the page asks for one and sends it to the API itself.
+ * the page signs in itself (a one-time code, or a token typed once, traded for a session cookie).
  */
 export function dashboardRoutes(options: DashboardOptions = {}): Hono {
   const root = resolve(options.dir ?? defaultDashboardDir());

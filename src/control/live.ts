@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import { IntermissionError } from '../domain/index.js';
 import type { VmStepResult } from '../agent/index.js';
 import type { StepRecord } from '../store/rollout-store.js';
 import type { EventView } from './app.js';
@@ -92,6 +93,24 @@ export interface LiveHubOptions {
   readonly historySize?: number;
   /** The clock of `at`; default `Date.now`. */
   readonly now?: () => number;
+  /**
+   * Live streams one token (principal) may hold open at once; one more is answered 429. Default
+   * {@link DEFAULT_MAX_STREAMS_PER_PRINCIPAL}.
+   */
+  readonly maxStreamsPerPrincipal?: number;
+}
+
+/**
+ * Default cap of live streams per token: a dashboard holds one per open tab, so 8 leaves room for
+ * a few tabs and a `--follow` or two, while one leaked token cannot hold the control API's
+ * connections (256 by default) or the hub's fan-out hostage.
+ */
+export const DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 8;
+
+/** Options of {@link LiveHub.subscribe}. */
+export interface SubscribeOptions {
+  /** Whose stream this is (the principal's name, unique per token); counted against its cap. */
+  readonly principal?: string;
 }
 
 /**
@@ -100,15 +119,26 @@ export interface LiveHubOptions {
  */
 export class LiveHub {
   readonly #subscribers = new Set<LiveSubscriber>();
+  /** The subscribers of each principal that has any. */
+  readonly #byPrincipal = new Map<string, Set<LiveSubscriber>>();
   readonly #history: LiveMessage[] = [];
   readonly #historySize: number;
   readonly #now: () => number;
+  /** Live streams one principal may hold at once. */
+  readonly maxStreamsPerPrincipal: number;
   #seq = 0;
   #closed = false;
 
   constructor(options: LiveHubOptions = {}) {
     this.#historySize = options.historySize ?? 500;
     this.#now = options.now ?? Date.now;
+    this.maxStreamsPerPrincipal = options.maxStreamsPerPrincipal ?? DEFAULT_MAX_STREAMS_PER_PRINCIPAL;
+    if (!Number.isSafeInteger(this.maxStreamsPerPrincipal) || this.maxStreamsPerPrincipal < 1) {
+      throw new IntermissionError(
+        'INVALID_INPUT',
+        `maxStreamsPerPrincipal must be a positive integer, got ${this.maxStreamsPerPrincipal}`,
+      );
+    }
   }
 
   /** Sequence number of the last published message (0 before the first). */
@@ -141,16 +171,47 @@ export class LiveHub {
     return this.#history.filter((m) => m.seq > seq);
   }
 
-  /** Adds a subscriber; returns its unsubscribe function. A closed hub closes it at once. */
-  subscribe(subscriber: LiveSubscriber): () => void {
+  /** How many subscribers `principal` holds. */
+  streamsOf(principal: string): number {
+    return this.#byPrincipal.get(principal)?.size ?? 0;
+  }
+
+  /**
+   * Adds a subscriber; returns its unsubscribe function. A closed hub closes it at once. The cap
+   * per principal is checked by {@link liveStream}, which answers 429; the hub only counts.
+   */
+  subscribe(subscriber: LiveSubscriber, options: SubscribeOptions = {}): () => void {
     if (this.#closed) {
       subscriber.close?.();
       return () => undefined;
     }
     this.#subscribers.add(subscriber);
-    return () => {
-      this.#subscribers.delete(subscriber);
-    };
+    const { principal } = options;
+    if (principal !== undefined) {
+      const own = this.#byPrincipal.get(principal) ?? new Set<LiveSubscriber>();
+      own.add(subscriber);
+      this.#byPrincipal.set(principal, own);
+    }
+    return () => this.#remove(subscriber, principal);
+  }
+
+  /**
+   * Closes every stream of `principal` (its token was revoked or expired): each subscriber is
+   * removed and closed, which ends its SSE response. Returns how many were closed.
+   */
+  closeStreams(principal: string): number {
+    const own = [...(this.#byPrincipal.get(principal) ?? [])];
+    for (const s of own) this.#remove(s, principal);
+    for (const s of own) s.close?.();
+    return own.length;
+  }
+
+  #remove(subscriber: LiveSubscriber, principal: string | undefined): void {
+    this.#subscribers.delete(subscriber);
+    if (principal === undefined) return;
+    const own = this.#byPrincipal.get(principal);
+    own?.delete(subscriber);
+    if (own?.size === 0) this.#byPrincipal.delete(principal);
   }
 
   /** Closes every subscriber (ending their streams, so that the server can stop). Idempotent. */
@@ -159,6 +220,7 @@ export class LiveHub {
     this.#closed = true;
     const subscribers = [...this.#subscribers];
     this.#subscribers.clear();
+    this.#byPrincipal.clear();
     for (const s of subscribers) s.close?.();
   }
 }
@@ -197,11 +259,25 @@ export interface LiveStreamOptions {
  * client's `Last-Event-ID` still in the history, then every new message the principal may see,
  * each as one SSE message with `id: <seq>` and JSON `data` ({@link LiveMessage}), and a
  * `: keep-alive` comment every {@link LiveStreamOptions.keepAliveMs}.
+ *
+ * @throws IntermissionError `TOO_MANY_REQUESTS` (429) when the principal already holds the hub's
+ *   {@link LiveHub.maxStreamsPerPrincipal} streams
  */
 export function liveStream(c: Context, options: LiveStreamOptions): Response {
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const maxQueued = options.maxQueued ?? 1000;
   const lastEventId = Number(c.req.header('last-event-id') ?? Number.NaN);
+  const { hub, principal } = options;
+  const max = hub.maxStreamsPerPrincipal;
+  if (hub.streamsOf(principal.name) >= max) {
+    throw new IntermissionError(
+      'TOO_MANY_REQUESTS',
+      `${principal.name} already holds ${max} live streams, the most one token may hold: close one first`,
+      { details: { maxStreams: max } },
+    );
+  }
+  // The check above and the subscribe below run in the same turn (streamSSE calls back at once, and
+  // nothing is awaited before subscribing), so that two requests cannot both pass the cap.
   return streamSSE(c, async (stream: SSEStreamingApi) => {
     let queued = 0;
     let chain: Promise<unknown> = Promise.resolve();
@@ -238,7 +314,7 @@ export function liveStream(c: Context, options: LiveStreamOptions): Response {
     };
     send(hello, options.retryMs ?? 2000);
     if (Number.isInteger(lastEventId)) for (const m of options.hub.since(lastEventId)) send(m);
-    const unsubscribe = options.hub.subscribe({ message: (m) => send(m), close: end });
+    const unsubscribe = hub.subscribe({ message: (m) => send(m), close: end }, { principal: principal.name });
     const timer = setInterval(() => enqueue(() => stream.write(': keep-alive\n\n')), keepAliveMs);
     try {
       await ended;

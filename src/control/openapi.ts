@@ -6,6 +6,12 @@ import {
   fleetViewSchema,
   healthSchema,
   issuedTokenSchema,
+  revokedTokenSchema,
+  sessionSchema,
+  currentSessionSchema,
+  signInCodeSchema,
+  signedOutSchema,
+  tokenListSchema,
   liveMessageSchema,
   planPreviewSchema,
   principalSchema,
@@ -87,7 +93,9 @@ const json = (schema: JsonSchema): Readonly<Record<string, { readonly schema: Js
   'application/json': { schema },
 });
 const ok = (description: string, schema: string): OpenApiResponse => ({ description, content: json(ref(schema)) });
-const errors = (...statuses: (400 | 401 | 403 | 404 | 409 | 503)[]): Record<string, { $ref: string }> =>
+const errors = (
+  ...statuses: (400 | 401 | 403 | 404 | 408 | 409 | 413 | 429 | 503)[]
+): Record<string, { $ref: string }> =>
   Object.fromEntries(statuses.map((s) => [String(s), { $ref: `#/components/responses/E${s}` }]));
 const pathParam = (name: string, description: string): OpenApiParameter => ({
   name,
@@ -135,16 +143,17 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
     parameters: [ROLLOUT_ID],
     responses: { '200': ok('The rollout after the change.', 'RolloutSummary'), ...errors(401, 404, 409) },
   });
-  return {
+  return withListenerLimits({
     openapi: '3.1.0',
     info: {
       title: 'Intermission control API',
       version: '1',
       description: [
         'Operators declare host updates and roll them out wave by wave; tenants see the events of their own VMs.',
-        'Every /v1 route needs `Authorization: Bearer <token>` (the operator token is in `<state>/control.json`).',
-        'GET /v1/stream also takes the token as `?token=`, because browsers cannot set headers on an EventSource;',
-        'such a URL carries the credential, so keep it out of logs and shared links.',
+        'Every /v1 route needs `Authorization: Bearer <token>` (the operator token is in `<state>/control.json`),',
+        'or the dashboard session cookie (`im_session`, HttpOnly, SameSite=Strict; POST and DELETE with it also need',
+        'the header `X-Intermission-CSRF: 1`). Tokens expire (tenants 30 days by default) and can be revoked;',
+        'no route takes a token in the query string. The dashboard signs in with a one-time code (POST /v1/sessions).',
         'Errors are `{"error": {"code", "message", "retryable", "details"}}`; match on `code`.',
       ].join(' '),
     },
@@ -172,8 +181,10 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
           operationId: 'getMetrics',
           summary:
             'Prometheus metrics: VM pauses, clock residuals, events, rollout progress, metadata requests, lease expirations.',
+          description:
+            'No token by default (the control address is loopback by default). Started with `--metrics-auth token`, it needs an operator or metrics token (401 otherwise).',
           tags: ['meta'],
-          security: NO_TOKEN,
+          security: [{}, { bearer: [] }],
           responses: {
             '200': {
               description: 'Prometheus text exposition 0.0.4.',
@@ -307,12 +318,83 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         },
       },
       '/v1/tokens': {
+        get: {
+          operationId: 'listTokens',
+          summary: 'Every stored token (expired ones marked), never the token or its hash.',
+          description: operator,
+          tags: ['meta'],
+          responses: { '200': ok('Tokens.', 'TokenList'), ...errors(401) },
+        },
         post: {
           operationId: 'issueToken',
-          summary: 'Issues a tenant token limited to some VMs (operators only). The token is shown once.',
+          summary:
+            'Issues a tenant token limited to some VMs, or a scrape-only metrics token, with a ttl (default 30 days for tenants, 90 for metrics, at most 365). Shown once.',
+          description: operator,
           tags: ['meta'],
           requestBody: { required: true, content: json(ref('TokenRequest')) },
           responses: { '201': ok('The token.', 'IssuedToken'), ...errors(400, 401, 404, 409) },
+        },
+      },
+      '/v1/tokens/{name}': {
+        delete: {
+          operationId: 'revokeToken',
+          summary: 'Revokes a token at once: its requests get 401, its live streams and dashboard sessions end.',
+          description: operator,
+          tags: ['meta'],
+          parameters: [pathParam('name', 'The token name (tenant name, metrics name, operator-…).')],
+          responses: { '200': ok('The revoked token.', 'RevokedToken'), ...errors(401, 404) },
+        },
+      },
+      '/v1/sign-in-codes': {
+        post: {
+          operationId: 'issueSignInCode',
+          summary:
+            'A one-time dashboard sign-in code (single use, 5 minutes): open `path` on this server. `intermission dashboard` prints it as a link.',
+          description: operator,
+          tags: ['meta'],
+          responses: { '201': ok('The code.', 'SignInCode'), ...errors(401, 409) },
+        },
+      },
+      '/v1/sessions': {
+        get: {
+          operationId: 'getSession',
+          summary: "The dashboard session of this browser's cookie, or principal null: 200 either way.",
+          tags: ['meta'],
+          security: NO_TOKEN,
+          responses: { '200': ok('The session, if any.', 'CurrentSession') },
+        },
+        post: {
+          operationId: 'startSession',
+          summary:
+            'Trades a sign-in code (or an operator token pasted into the page) for a dashboard session: Set-Cookie im_session (HttpOnly, SameSite=Strict, 12 h at most). Needs the header X-Intermission-CSRF: 1.',
+          tags: ['meta'],
+          security: NO_TOKEN,
+          requestBody: {
+            required: true,
+            content: json({
+              oneOf: [
+                {
+                  type: 'object',
+                  properties: { code: { type: 'string' } },
+                  required: ['code'],
+                  additionalProperties: false,
+                },
+                {
+                  type: 'object',
+                  properties: { token: { type: 'string' } },
+                  required: ['token'],
+                  additionalProperties: false,
+                },
+              ],
+            }),
+          },
+          responses: { '201': ok('The session.', 'Session'), ...errors(400, 401, 409) },
+        },
+        delete: {
+          operationId: 'endSession',
+          summary: 'Signs out: ends the session of the cookie and clears it.',
+          tags: ['meta'],
+          responses: { '200': ok('Signed out.', 'SignedOut'), ...errors(401) },
         },
       },
       '/v1/vms/{name}/scheduled-events': {
@@ -347,17 +429,11 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
             'Each SSE message has `id: <seq>` and JSON `data` (LiveMessage): first `hello`, then, when the',
             'request has `Last-Event-ID`, the messages after it that the server still holds, then every new',
             'one. A `: keep-alive` comment is sent every 15 s. Tenants receive only events of their VMs.',
-            'Browsers pass the token as `?token=` (EventSource cannot send headers).',
+            'The dashboard opens it with its session cookie. The stream ends when its token is revoked or',
+            'expires, or its session ends.',
           ].join(' '),
           tags: ['live'],
           parameters: [
-            {
-              name: 'token',
-              in: 'query',
-              required: false,
-              description: 'The bearer token, for clients that cannot send Authorization (EventSource).',
-              schema: { type: 'string' },
-            },
             {
               name: 'Last-Event-ID',
               in: 'header',
@@ -371,7 +447,7 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
               description: 'An endless text/event-stream; each `data` is a LiveMessage.',
               content: { 'text/event-stream': { schema: ref('LiveMessage') } },
             },
-            ...errors(401, 503),
+            ...errors(401, 429, 503),
           },
         },
       },
@@ -443,6 +519,12 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
             EventList: eventListSchema,
             ScopeDocument: scopeDocumentSchema,
             IssuedToken: issuedTokenSchema,
+            TokenList: tokenListSchema,
+            RevokedToken: revokedTokenSchema,
+            SignInCode: signInCodeSchema,
+            Session: sessionSchema,
+            CurrentSession: currentSessionSchema,
+            SignedOut: signedOutSchema,
             RolloutSummary: rolloutSummarySchema,
             RolloutList: rolloutListSchema,
             RolloutDetail: rolloutDetailSchema,
@@ -456,7 +538,8 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         bearer: {
           type: 'http',
           scheme: 'bearer',
-          description: 'A control-API token: the operator token from control.json, or a tenant token.',
+          description:
+            'A control-API token: the operator token from control.json, or a tenant token (a metrics token only for GET /metrics).',
         },
       },
       responses: {
@@ -464,9 +547,42 @@ export function openApiDocument(requests: ControlRequestSchemas): OpenApiDocumen
         E401: { description: 'No valid token, or not allowed for this role.', content: json(ref('ErrorBody')) },
         E403: { description: 'Outside the tenant’s VMs (SCOPE_VIOLATION).', content: json(ref('ErrorBody')) },
         E404: { description: 'Not found.', content: json(ref('ErrorBody')) },
+        E408: {
+          description: 'The request did not arrive whole within the listener’s request timeout (docs/limits.md).',
+          content: json(ref('ErrorBody')),
+        },
         E409: { description: 'Conflict with the current state.', content: json(ref('ErrorBody')) },
+        E413: {
+          description: 'The body is larger than the listener allows (PAYLOAD_TOO_LARGE; 1 MiB by default).',
+          content: json(ref('ErrorBody')),
+        },
+        E429: {
+          description: 'Too many live streams for this token (TOO_MANY_REQUESTS; 8 by default).',
+          content: json(ref('ErrorBody')),
+        },
         E503: { description: 'Unavailable; retry.', content: json(ref('ErrorBody')) },
       },
     },
-  };
+  });
+}
+
+/**
+ * The listener answers any request that may carry a body (POST, PUT, PATCH, DELETE) with 413 when
+ * the body is too large and 408 when it does not arrive in time, before a route sees it: every such
+ * operation lists both.
+ */
+function withListenerLimits(doc: OpenApiDocument): OpenApiDocument {
+  const paths = Object.fromEntries(
+    Object.entries(doc.paths).map(([path, item]) => [
+      path,
+      Object.fromEntries(
+        Object.entries(item).map(([method, op]) =>
+          ['post', 'put', 'patch', 'delete'].includes(method)
+            ? [method, { ...op, responses: { ...op.responses, ...errors(408, 413) } }]
+            : [method, op],
+        ),
+      ),
+    ]),
+  );
+  return { ...doc, paths };
 }

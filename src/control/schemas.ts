@@ -13,7 +13,7 @@ import type { StepRecord, VmOperationRecord } from '../store/rollout-store.js';
 import type { EventView } from './app.js';
 import type { LiveMessageType } from './live.js';
 import type { RolloutSummary } from './rollouts.js';
-import type { Principal } from './tokens.js';
+import { TOKEN_ROLES, type Principal, type TokenInfo } from './tokens.js';
 
 /**
  * Schemas of what the control API answers, for its OpenAPI document and for tests that hold real
@@ -99,7 +99,41 @@ export const scopeDocumentSchema = z.strictObject({
 });
 
 /** POST /v1/tokens. The token is shown once. */
-export const issuedTokenSchema = z.strictObject({ tenant: z.string(), vms: z.array(z.string()), token: z.string() });
+export const issuedTokenSchema = z.union([
+  z.strictObject({ tenant: z.string(), vms: z.array(z.string()), token: z.string(), expiresAt: isoTime }),
+  z.strictObject({ metrics: z.string(), token: z.string(), expiresAt: isoTime }),
+]);
+
+/** A stored token as GET /v1/tokens lists it: never the token or its hash. */
+export const tokenInfoSchema = z.strictObject({
+  name: z.string(),
+  role: z.enum(TOKEN_ROLES),
+  vms: z.array(z.string()),
+  createdAt: isoTime,
+  expiresAt: isoTime,
+  expired: z.boolean(),
+});
+
+/** GET /v1/tokens. */
+export const tokenListSchema = z.strictObject({ tokens: z.array(tokenInfoSchema) });
+
+/** DELETE /v1/tokens/{name}. */
+export const revokedTokenSchema = z.strictObject({ revoked: tokenInfoSchema });
+
+/** POST /v1/sign-in-codes: a one-time dashboard sign-in code, and the page path that uses it. */
+export const signInCodeSchema = z.strictObject({ code: z.string(), expiresAt: isoTime, path: z.string() });
+
+/** POST /v1/sessions: the session is in the Set-Cookie header; this says whose it is and until when. */
+export const sessionSchema = z.strictObject({ principal: principalSchema, expiresAt: isoTime });
+
+/** GET /v1/sessions: the session of this browser's cookie, if any. */
+export const currentSessionSchema = z.strictObject({
+  principal: principalSchema.nullable(),
+  expiresAt: isoTime.nullable(),
+});
+
+/** DELETE /v1/sessions. */
+export const signedOutSchema = z.strictObject({ ok: z.literal(true) });
 
 /** A rollout without its plan. */
 export const rolloutSummarySchema = z.strictObject({
@@ -348,4 +382,5 @@ const _step: Describes<typeof stepRecordSchema, StepRecord> = true;
 const _operation: Describes<typeof vmOperationSchema, VmOperationRecord> = true;
 const _principal: Describes<typeof principalSchema, Principal> = true;
 const _tenantEvent: Describes<typeof tenantEventSchema, TenantEvent> = true;
+const _tokenInfo: Describes<typeof tokenInfoSchema, TokenInfo> = true;
 const _liveTypes: [Exclude<LiveMessageType, (typeof LIVE_MESSAGE_TYPES)[number]>] extends [never] ? true : false = true;

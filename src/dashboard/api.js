@@ -1,7 +1,9 @@
-// The control API as the dashboard speaks it: the token (sessionStorage), JSON requests with the
-// bearer token, and the live stream (EventSource, which cannot send headers: `?token=`).
+// The control API as the dashboard speaks it: a session held in an HttpOnly cookie (the page never
+// stores a token), JSON requests with the CSRF header, and the live stream (EventSource, which sends
+// the cookie of its own origin).
 
-const TOKEN_KEY = 'intermission.token';
+/** The header every request carries: a page of another origin cannot send it without a preflight. */
+const CSRF = { 'x-intermission-csrf': '1' };
 
 /** An answer of the API that is not 2xx, with its stable error code. */
 export class ApiError extends Error {
@@ -19,52 +21,54 @@ export class ApiError extends Error {
 }
 
 /**
- * The token given in the URL (`#token=…`, as `intermission up` prints it), moved to
- * sessionStorage and taken out of the address bar and the history.
+ * The one-time sign-in code given in the URL (`#code=…`, as `intermission dashboard` and `up` print
+ * it), taken out of the address bar and the history at once: it works only once anyway.
  * @returns {string | null}
  */
-export function takeTokenFromUrl() {
+export function takeCodeFromUrl() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ''));
-  const token = params.get('token');
-  if (!token) return null;
-  params.delete('token');
+  const code = params.get('code');
+  if (!code) return null;
+  params.delete('code');
   const rest = params.toString();
   history.replaceState(null, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
-  saveToken(token);
-  return token;
-}
-
-/** @returns {string | null} */
-export function loadToken() {
-  return sessionStorage.getItem(TOKEN_KEY);
-}
-
-/** @param {string} token */
-export function saveToken(token) {
-  sessionStorage.setItem(TOKEN_KEY, token);
-}
-
-export function clearToken() {
-  sessionStorage.removeItem(TOKEN_KEY);
+  return code;
 }
 
 /**
- * Calls the API with the stored token. Throws {@link ApiError} for a non-2xx answer.
+ * Opens a session (an HttpOnly, SameSite=Strict cookie set by the server) with a one-time code or an
+ * operator token typed into the page; the token is not kept anywhere by the page.
+ * @param {{ code: string } | { token: string }} proof
+ * @returns {Promise<import('./types.js').Principal>}
+ */
+export async function startSession(proof) {
+  /** @type {{ principal: import('./types.js').Principal }} */
+  const res = await api('/v1/sessions', { method: 'POST', body: proof });
+  return res.principal;
+}
+
+/** Ends the session (sign out); the server clears the cookie. */
+export async function endSession() {
+  await api('/v1/sessions', { method: 'DELETE' });
+}
+
+/**
+ * Calls the API with the session cookie. Throws {@link ApiError} for a non-2xx answer.
  * @template T
  * @param {string} path
- * @param {{ method?: string, body?: unknown, token?: string }} [options]
+ * @param {{ method?: string, body?: unknown }} [options]
  * @returns {Promise<T>}
  */
 export async function api(path, options = {}) {
-  const token = options.token ?? loadToken() ?? '';
   /** @type {Record<string, string>} */
-  const headers = { authorization: `Bearer ${token}`, accept: 'application/json' };
+  const headers = { ...CSRF, accept: 'application/json' };
   if (options.body !== undefined) headers['content-type'] = 'application/json';
   let response;
   try {
     response = await fetch(path, {
       method: options.method ?? (options.body === undefined ? 'GET' : 'POST'),
       headers,
+      credentials: 'same-origin',
       ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
     });
   } catch (error) {
@@ -94,8 +98,8 @@ export async function api(path, options = {}) {
 
 /**
  * Follows GET /v1/stream. EventSource reconnects by itself (with Last-Event-ID); when it gives up
- * (the server answered without a stream, e.g. 401), this reconnects after a pause unless the token
- * was refused.
+ * (the server answered without a stream, e.g. 401), this reconnects after a pause unless the session
+ * was refused (ended, expired, or its token revoked).
  * @param {StreamHandlers} handlers
  * @returns {() => void} closes the stream
  */
@@ -107,9 +111,8 @@ export function connectStream(handlers) {
   let closed = false;
   const open = () => {
     if (closed) return;
-    const token = loadToken() ?? '';
     handlers.state('connecting');
-    source = new EventSource(`/v1/stream?token=${encodeURIComponent(token)}`);
+    source = new EventSource('/v1/stream');
     source.onopen = () => handlers.state('live');
     source.onmessage = (e) => {
       try {

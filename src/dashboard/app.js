@@ -1,8 +1,8 @@
-// The operator console: sign-in with the operator token, then the fleet, rollouts, plan, event log
+// The operator console: sign-in (a one-time link, or the operator token once; then a session cookie), then the fleet, rollouts, plan, event log
 // and pauses, kept live by the control API's stream (no reloads).
 import { render } from 'preact';
 import { useCallback, useEffect, useReducer, useRef, useState } from 'preact/hooks';
-import { ApiError, api, clearToken, connectStream, loadToken, saveToken, takeTokenFromUrl } from './api.js';
+import { ApiError, api, connectStream, endSession, startSession, takeCodeFromUrl } from './api.js';
 import { html } from './components.js';
 import { clock } from './format.js';
 import { initialState, reduce, rolloutsNewestFirst } from './store.js';
@@ -67,6 +67,8 @@ function Login({ onToken, message }) {
   const [token, setToken] = useState('');
   const [error, setError] = useState(message);
   const [busy, setBusy] = useState(false);
+  // A message that arrives after the card is shown (a refused sign-in link) replaces the last one.
+  useEffect(() => setError(message), [message]);
   /** @param {Event} e */
   const submit = (e) => {
     e.preventDefault();
@@ -81,8 +83,8 @@ function Login({ onToken, message }) {
       <div class="brand brand-large"><span class="logo" aria-hidden="true"></span>Intermission</div>
       <h1>Operator console</h1>
       <p class="muted">
-        Paste the operator token. It is in <code>control.json</code> in the state directory, and in the dashboard link
-        that <code>intermission up</code> prints.
+        Open the one-time link that <code>intermission dashboard</code> (or <code>intermission up</code>) prints, or
+        paste the operator token from <code>control.json</code> in the state directory.
       </p>
       <label
         >Operator token
@@ -98,28 +100,47 @@ function Login({ onToken, message }) {
       </label>
       ${error ? html`<p class="error-text" role="alert" data-testid="login-error">${error}</p>` : null}
       <button class="btn btn-primary btn-block" type="submit" disabled=${busy}>Sign in</button>
-      <p class="muted small">The token is kept in this tab only (sessionStorage).</p>
+      <p class="muted small">The page keeps no token: signing in opens a session held in an HttpOnly cookie.</p>
     </form>
   </main>`;
 }
 
 /**
- * Checks a token and keeps it: operators only.
- * @param {string} token
+ * Opens a session with a one-time code or a pasted token: operators only.
+ * @param {{ code: string } | { token: string }} proof
  * @returns {Promise<import('./types.js').Principal>}
  */
-async function signIn(token) {
+async function signIn(proof) {
   /** @type {import('./types.js').Principal} */
   let principal;
   try {
-    principal = await api('/v1/whoami', { token });
+    principal = await startSession(proof);
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) throw new Error('This token is not valid here.');
+    if (error instanceof ApiError && error.status === 401) {
+      if (/tenant/.test(error.message)) throw new Error('This console needs an operator token, not a tenant token.');
+      throw new Error(
+        'code' in proof
+          ? 'This sign-in link is not valid (used already, or expired).'
+          : 'This token is not valid here.',
+      );
+    }
     throw error;
   }
-  if (principal.role !== 'operator') throw new Error('This console needs an operator token, not a tenant token.');
-  saveToken(token);
   return principal;
+}
+
+/**
+ * The principal of the session this browser holds already (a reload), or null.
+ * @returns {Promise<import('./types.js').Principal | null>}
+ */
+async function currentSession() {
+  try {
+    /** @type {{ principal: import('./types.js').Principal | null }} */
+    const session = await api('/v1/sessions');
+    return session.principal?.role === 'operator' ? session.principal : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The tab in the address (`#rollouts`), so that a reload or a shared link keeps the page. */
@@ -143,17 +164,18 @@ function App() {
   };
 
   const signOut = useCallback((/** @type {string | null} */ message) => {
-    clearToken();
+    endSession().catch(() => undefined);
     setLoginMessage(message);
     dispatch({ type: 'reset' });
   }, []);
 
-  // Sign in from the URL (#token=…) or from this tab's storage.
+  // Sign in from the URL (#code=…, once), else resume the session this browser holds.
   useEffect(() => {
-    const token = takeTokenFromUrl() ?? loadToken();
-    if (!token) return;
-    signIn(token).then(
-      (principal) => dispatch({ type: 'principal', principal }),
+    const code = takeCodeFromUrl();
+    (code ? signIn({ code }) : currentSession()).then(
+      (principal) => {
+        if (principal) dispatch({ type: 'principal', principal });
+      },
       (/** @type {unknown} */ error) => signOut(error instanceof Error ? error.message : String(error)),
     );
   }, [signOut]);
@@ -167,7 +189,7 @@ function App() {
         dispatch({ type: 'live', message });
         if (message.type === 'hello') {
           loadAll(dispatch).catch((/** @type {unknown} */ e) => {
-            if (e instanceof ApiError && e.status === 401) signOut('The token is no longer valid; sign in again.');
+            if (e instanceof ApiError && e.status === 401) signOut('The session has ended; sign in again.');
             else console.error('load failed', e);
           });
         }
@@ -177,7 +199,7 @@ function App() {
         }
       },
       state: (connection) => dispatch({ type: 'connection', connection }),
-      unauthorized: () => signOut('The token is no longer valid; sign in again.'),
+      unauthorized: () => signOut('The session has ended; sign in again.'),
     });
     return close;
   }, [signedIn, signOut]);
@@ -188,12 +210,12 @@ function App() {
     return () => clearInterval(timer);
   }, []);
 
-  // A pasted #token= link in this tab signs in with it; any other hash picks a tab.
+  // A pasted #code= link in this tab signs in with it; any other hash picks a tab.
   useEffect(() => {
     const onHash = () => {
-      const token = takeTokenFromUrl();
-      if (!token) return setTabState(tabFromHash());
-      signIn(token).then(
+      const code = takeCodeFromUrl();
+      if (!code) return setTabState(tabFromHash());
+      signIn({ code }).then(
         (principal) => dispatch({ type: 'principal', principal }),
         (/** @type {unknown} */ error) => signOut(error instanceof Error ? error.message : String(error)),
       );
@@ -206,7 +228,7 @@ function App() {
     return html`<${Login}
       message=${loginMessage}
       onToken=${async (/** @type {string} */ token) => {
-        const principal = await signIn(token);
+        const principal = await signIn({ token });
         setLoginMessage(null);
         dispatch({ type: 'principal', principal });
       }}

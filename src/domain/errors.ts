@@ -23,6 +23,10 @@ export const ERROR_CODES = {
   TIMEOUT: { retryable: true, status: 504 },
   /** A peer could not be reached. */
   UNREACHABLE: { retryable: true, status: 503 },
+  /** A request body over the listener's limit; refused before it is read. */
+  PAYLOAD_TOO_LARGE: { retryable: false, status: 413 },
+  /** Over a per-caller cap (e.g. live streams per token); retry once one is released. */
+  TOO_MANY_REQUESTS: { retryable: true, status: 429 },
   /** A bug: an invariant of our own code did not hold. */
   INTERNAL: { retryable: false, status: 500 },
 } as const satisfies Record<string, { retryable: boolean; status: number }>;

@@ -13,6 +13,46 @@ import {
   type VmInstanceInfo,
 } from './vocabulary.js';
 
+/**
+ * Bounds of a fleet file (docs/limits.md, "Rollouts, policies and fleet files"). A fleet file is the
+ * operator's, but a generated one can be wrong by orders of magnitude; each bound turns such a file
+ * into a clear INVALID_INPUT at start instead of a controller that runs out of memory or hands
+ * tenants a metadata document of megabytes. Update and fault domains are bounded by the design's
+ * {@link MAX_UPDATE_DOMAINS} (20) and {@link MAX_FAULT_DOMAINS} (3).
+ */
+export const FLEET_LIMITS = Object.freeze({
+  /**
+   * Most hosts: 50,000, five times the benchmark region (10,000 hosts, 250,000 VMs), which one
+   * controller applies in under 1 GiB (README, "Memory"). Past that, split the fleet over regions.
+   */
+  maxHosts: 50_000,
+  /** Most VMs: 1,000,000, four times the benchmark region, for the same reason. */
+  maxVms: 1_000_000,
+  /** Most availability sets: 200,000, enough for every VM of the largest fleet in sets of five. */
+  maxAvailabilitySets: 200_000,
+  /** Longest host, set or VM name: Azure's 64 characters (the name pattern below). */
+  maxNameLength: 64,
+  /** Most labels on a host, and their key and value lengths (Kubernetes allows 63 + a 253 prefix). */
+  maxLabels: 64,
+  maxLabelLength: 256,
+  /** Most tags of a VM, and their name and value lengths: Azure's own limits (50, 512, 256). */
+  maxTags: 50,
+  maxTagNameLength: 512,
+  maxTagValueLength: 256,
+  /** userData, in characters: Azure's 64 KiB. The metadata service hands it to the guest as is. */
+  maxUserDataLength: 64 * 1024,
+  /** Most SSH public keys of a VM, and the longest key (a 16384-bit RSA key is under 3 KiB). */
+  maxPublicKeys: 32,
+  maxKeyDataLength: 16 * 1024,
+  /** Longest other instance fact (location, size, computer name, addresses...). */
+  maxFactLength: 256,
+  /**
+   * Largest fleet file read, in bytes: 256 MiB, about twice the JSON of the largest fleet. The whole
+   * file is read and parsed in memory; a larger one is refused before it is read.
+   */
+  maxFileBytes: 256 * 1024 * 1024,
+} as const);
+
 /** Azure resource-name rules, the strictest that our VMs meet: 1-64 of letters, digits, `_ - .`. */
 const NAME = z
   .string()
@@ -24,25 +64,34 @@ const GUID = z
   .string()
   .regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, 'must be a GUID');
 
+const FACT = z.string().max(FLEET_LIMITS.maxFactLength);
+const LABELS = z
+  .record(z.string().max(FLEET_LIMITS.maxLabelLength), z.string().max(FLEET_LIMITS.maxLabelLength))
+  .refine((l) => Object.keys(l).length <= FLEET_LIMITS.maxLabels, `at most ${FLEET_LIMITS.maxLabels} labels`);
+
 const instanceSchema = z
   .object({
-    location: z.string(),
-    vmSize: z.string(),
+    location: FACT,
+    vmSize: FACT,
     osType: z.enum(['Linux', 'Windows']),
-    resourceGroupName: z.string(),
-    subscriptionId: z.string(),
-    tags: z.record(z.string(), z.string()),
-    zone: z.string(),
-    computerName: z.string(),
-    adminUsername: z.string(),
-    publicKeys: z.array(z.object({ keyData: z.string(), path: z.string() }).strict()),
-    userData: z.string(),
+    resourceGroupName: FACT,
+    subscriptionId: FACT,
+    tags: z
+      .record(z.string().max(FLEET_LIMITS.maxTagNameLength), z.string().max(FLEET_LIMITS.maxTagValueLength))
+      .refine((t) => Object.keys(t).length <= FLEET_LIMITS.maxTags, `at most ${FLEET_LIMITS.maxTags} tags`),
+    zone: FACT,
+    computerName: FACT,
+    adminUsername: FACT,
+    publicKeys: z
+      .array(z.object({ keyData: z.string().max(FLEET_LIMITS.maxKeyDataLength), path: FACT }).strict())
+      .max(FLEET_LIMITS.maxPublicKeys),
+    userData: z.string().max(FLEET_LIMITS.maxUserDataLength),
     macAddress: z.string().regex(/^[0-9A-Fa-f]{12}$/, 'must be 12 hex digits without separators'),
-    privateIpAddress: z.string(),
-    subnetAddress: z.string(),
-    subnetPrefix: z.string(),
+    privateIpAddress: FACT,
+    subnetAddress: FACT,
+    subnetPrefix: FACT,
     priority: z.enum(['Regular', 'Spot']),
-    vmScaleSetName: z.string(),
+    vmScaleSetName: FACT,
   })
   .strict()
   .partial();
@@ -52,31 +101,62 @@ export const fleetFileSchema = z
   .object({
     /** Instance facts shared by every VM unless the VM overrides them. */
     defaults: instanceSchema.optional(),
-    hosts: z.array(z.object({ name: NAME, labels: z.record(z.string(), z.string()).optional() }).strict()),
+    hosts: z
+      .array(z.object({ name: NAME, labels: LABELS.optional() }).strict())
+      .max(FLEET_LIMITS.maxHosts, `at most ${FLEET_LIMITS.maxHosts} hosts`),
     availabilitySets: z
       .array(
         z
           .object({
             name: NAME,
-            updateDomains: z.number().int().min(1).max(MAX_UPDATE_DOMAINS).optional(),
-            faultDomains: z.number().int().min(1).max(MAX_FAULT_DOMAINS).optional(),
+            updateDomains: z
+              .number()
+              .int()
+              .min(1)
+              .max(MAX_UPDATE_DOMAINS, `a set has at most ${MAX_UPDATE_DOMAINS} update domains`)
+              .optional(),
+            faultDomains: z
+              .number()
+              .int()
+              .min(1)
+              .max(MAX_FAULT_DOMAINS, `a set has at most ${MAX_FAULT_DOMAINS} fault domains`)
+              .optional(),
           })
           .strict(),
       )
+      .max(FLEET_LIMITS.maxAvailabilitySets, `at most ${FLEET_LIMITS.maxAvailabilitySets} availability sets`)
       .optional(),
-    vms: z.array(
-      z
-        .object({
-          name: NAME,
-          vmId: GUID.optional(),
-          host: NAME,
-          availabilitySet: NAME.optional(),
-          updateDomain: z.number().int().min(0).optional(),
-          faultDomain: z.number().int().min(0).optional(),
-          instance: instanceSchema.optional(),
-        })
-        .strict(),
-    ),
+    vms: z
+      .array(
+        z
+          .object({
+            name: NAME,
+            vmId: GUID.optional(),
+            host: NAME,
+            availabilitySet: NAME.optional(),
+            updateDomain: z
+              .number()
+              .int()
+              .min(0)
+              .max(
+                MAX_UPDATE_DOMAINS - 1,
+                `at most ${MAX_UPDATE_DOMAINS - 1} (a set has at most ${MAX_UPDATE_DOMAINS} update domains)`,
+              )
+              .optional(),
+            faultDomain: z
+              .number()
+              .int()
+              .min(0)
+              .max(
+                MAX_FAULT_DOMAINS - 1,
+                `at most ${MAX_FAULT_DOMAINS - 1} (a set has at most ${MAX_FAULT_DOMAINS} fault domains)`,
+              )
+              .optional(),
+            instance: instanceSchema.optional(),
+          })
+          .strict(),
+      )
+      .max(FLEET_LIMITS.maxVms, `at most ${FLEET_LIMITS.maxVms} VMs`),
   })
   .strict();
 

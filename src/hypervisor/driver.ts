@@ -21,7 +21,9 @@
  * bounds every pause is the agent's job, and the driver exposes `pausedSince` so that the agent can
  * measure. The one exception is asked for by the caller: a pause given `leaseUntil` is also bounded
  * at the hypervisor level (a watchdog beside the VMM for QEMU), so that it ends even when the agent
- * process dies (invariant 1).
+ * process dies (invariant 1). Whatever resumes a VM resynchronises its clock: the hypervisor-level
+ * lease does it right after its resume and records the residual (invariant 4), which
+ * {@link HypervisorDriver.leaseResumes} reports to the agent that adopts the host afterwards.
  */
 import type { UpdateKind, VmCapabilities } from '../domain/rollout/index.js';
 
@@ -273,6 +275,27 @@ export interface ResyncClockResult {
   readonly measuredAt: number;
 }
 
+/**
+ * A pause that the hypervisor-level resume lease ended (see {@link PauseOptions.leaseUntil}): the
+ * caller was gone or late. The lease then resynchronised the guest clock (invariant 4): `clock` is
+ * that resync, or null with `clockError` when it failed (no guest agent, no answer in time).
+ */
+export interface LeaseResume {
+  readonly vm: string;
+  /** When the pause began (driver clock). */
+  readonly pausedAt: number;
+  /** When the lease resumed the VM (driver clock). */
+  readonly resumedAt: number;
+  readonly clock: ResyncClockResult | null;
+  readonly clockError: { readonly code: string; readonly message: string } | null;
+}
+
+/**
+ * How many {@link LeaseResume}s a driver keeps per VM, newest last: an agent that restarts reads
+ * those of the step it was running; more only matter to someone reading the host's history.
+ */
+export const LEASE_RESUMES_KEPT = 16;
+
 // ---------------------------------------------------------------------------------------------
 // The port
 // ---------------------------------------------------------------------------------------------
@@ -344,6 +367,14 @@ export interface HypervisorDriver {
    * tolerance, and measures the residual (invariant 4).
    */
   resyncClock(options: ResyncClockOptions): Promise<ResyncClockResult>;
+
+  /**
+   * The pauses of this VM that its hypervisor-level lease ended, each with the clock resync that
+   * followed, oldest first (at most {@link LEASE_RESUMES_KEPT}). A resync under way is waited for.
+   * They outlive the driver that paused the VM: an agent that restarts reads here what its
+   * predecessor's leases did.
+   */
+  leaseResumes(options: VmOperationOptions): Promise<readonly LeaseResume[]>;
 
   /**
    * Disconnects: calls under way and later calls reject with `UNREACHABLE` (`DRIVER_CLOSED`). The

@@ -1,9 +1,17 @@
 import { lstat, unlink } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { IntermissionError } from '../domain/index.js';
+import {
+  METADATA_HTTP_LIMITS,
+  createLimitedServer,
+  resolveHttpLimits,
+  type HttpLimits,
+  type TooLargeResponse,
+} from '../service/http-limits.js';
 import type { MetadataApp } from './app.js';
+import { MetadataRequestError } from './errors.js';
 
 /** Where one VM's metadata endpoint listens: TCP `host:port` (port 0 picks a free one) or a unix socket. */
 export type MetadataAddress = { readonly host: string; readonly port: number } | { readonly path: string };
@@ -18,7 +26,13 @@ export interface MetadataBinding {
 export interface ListenMetadataOptions {
   readonly app: MetadataApp;
   readonly bindings: readonly MetadataBinding[];
-  /** How long an idle keep-alive connection stays open. Default: Node's (5 s), above a 1 Hz poll. */
+  /**
+   * Body size, timeouts and connection cap of each VM's listener (docs/limits.md); figures not given
+   * are {@link METADATA_HTTP_LIMITS}. The cap is per VM: a guest that opens too many connections
+   * is refused on its own listener and takes nothing from the others.
+   */
+  readonly limits?: Partial<HttpLimits>;
+  /** How long an idle keep-alive connection stays open; same as `limits.keepAliveTimeoutMs` (default 5 s, above a 1 Hz poll). */
   readonly keepAliveTimeoutMs?: number;
   /** How long `close()` lets in-flight requests finish before cutting their connections. Default 5 s. */
   readonly closeGraceMs?: number;
@@ -53,9 +67,13 @@ const IDLE_SWEEP_MS = 20;
  *   servers already started are closed again
  */
 export async function listenMetadata(options: ListenMetadataOptions): Promise<MetadataListeners> {
+  const limits = resolveHttpLimits(METADATA_HTTP_LIMITS, {
+    ...(options.keepAliveTimeoutMs === undefined ? {} : { keepAliveTimeoutMs: options.keepAliveTimeoutMs }),
+    ...options.limits,
+  });
   const started: BoundServer[] = [];
   try {
-    for (const binding of options.bindings) started.push(await bind(binding, options));
+    for (const binding of options.bindings) started.push(await bind(binding, options, limits));
   } catch (error) {
     await Promise.all(started.map((s) => s.close()));
     throw error;
@@ -72,7 +90,19 @@ interface BoundServer {
   close(): Promise<void>;
 }
 
-async function bind(binding: MetadataBinding, options: ListenMetadataOptions): Promise<BoundServer> {
+/** The IMDS-shaped 413, as the metadata app answers it: `{"error":"Request body too large"}`. */
+function metadataTooLarge(): TooLargeResponse {
+  return {
+    contentType: 'application/json; charset=utf-8',
+    body: JSON.stringify(new MetadataRequestError('PAYLOAD_TOO_LARGE')),
+  };
+}
+
+async function bind(
+  binding: MetadataBinding,
+  options: ListenMetadataOptions,
+  limits: HttpLimits,
+): Promise<BoundServer> {
   const { vm, address } = binding;
   if (typeof vm !== 'string' || vm.length === 0) {
     throw new IntermissionError('INVALID_INPUT', 'a metadata binding needs the name of its VM');
@@ -82,26 +112,28 @@ async function bind(binding: MetadataBinding, options: ListenMetadataOptions): P
   let closing = false;
   /** Responses still being produced (a cached GET is written before the listener returns). */
   const pending = new Set<ServerResponse>();
-  const server = createServer((incoming: IncomingMessage, outgoing: ServerResponse) => {
-    if (closing) outgoing.setHeader('connection', 'close');
-    // The raw request line, judged before it is parsed into a (normalised) URL.
-    const refused = app.preflight(
-      { method: incoming.method ?? '', target: incoming.url ?? '', httpVersion: incoming.httpVersion },
-      vm,
-    );
-    if (refused !== undefined) {
-      outgoing.writeHead(refused.status, refused.headers).end(refused.body);
-      return;
-    }
-    const done = listener(incoming, outgoing).catch((error: unknown) => {
-      outgoing.destroy(error instanceof Error ? error : undefined);
-    });
-    if (!outgoing.headersSent) {
-      pending.add(outgoing);
-      void done.finally(() => pending.delete(outgoing));
-    }
-  });
-  if (options.keepAliveTimeoutMs !== undefined) server.keepAliveTimeout = options.keepAliveTimeoutMs;
+  const server = createLimitedServer(
+    (incoming: IncomingMessage, outgoing: ServerResponse) => {
+      if (closing) outgoing.setHeader('connection', 'close');
+      // The raw request line, judged before it is parsed into a (normalised) URL.
+      const refused = app.preflight(
+        { method: incoming.method ?? '', target: incoming.url ?? '', httpVersion: incoming.httpVersion },
+        vm,
+      );
+      if (refused !== undefined) {
+        outgoing.writeHead(refused.status, refused.headers).end(refused.body);
+        return;
+      }
+      const done = listener(incoming, outgoing).catch((error: unknown) => {
+        outgoing.destroy(error instanceof Error ? error : undefined);
+      });
+      if (!outgoing.headersSent) {
+        pending.add(outgoing);
+        void done.finally(() => pending.delete(outgoing));
+      }
+    },
+    { limits, tooLarge: metadataTooLarge },
+  );
 
   if ('path' in address) await clearStaleSocket(address.path);
   else if (!Number.isInteger(address.port) || address.port < 0 || address.port > 65535) {

@@ -461,6 +461,11 @@ export class QmpClient extends EventEmitter<QmpClientEventMap> {
       case 'invalid':
         this.#stray('invalid', line, message.problem);
         return;
+      default: {
+        // Exhaustive: a new kind of inbound message must be handled above before this compiles.
+        const unhandled: never = message;
+        this.#stray('invalid', line, `unhandled message ${JSON.stringify(unhandled)}`);
+      }
     }
   }
 

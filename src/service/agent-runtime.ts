@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
 import { SIM_HOST_ROUTE_PREFIX, createSimHostApp } from '../agent/sim-app.js';
@@ -7,6 +6,8 @@ import type { HypervisorDriver } from '../hypervisor/driver.js';
 import { createSimFleet, realTime, type SimHost } from '../hypervisor/sim/index.js';
 import type { ListenAddress } from './address.js';
 import { serveFetch } from './http.js';
+import { ensurePrivateDir } from './private-files.js';
+import { AGENT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
 import type { Logger } from './logging.js';
 import { openQemuHost, type QemuHostConfig, type QemuHostStart } from './qemu-host.js';
 
@@ -32,6 +33,8 @@ export interface AgentRuntimeOptions {
   /** Default: a simulated host seeded with 1. */
   readonly driver?: AgentDriverChoice;
   readonly logger?: Logger;
+  /** Limits of the agent API's listener; figures not given are {@link AGENT_HTTP_LIMITS}. */
+  readonly httpLimits?: Partial<HttpLimits>;
 }
 
 /** A running host agent process. */
@@ -68,7 +71,9 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
   const time = realTime();
   const choice = options.driver ?? { kind: 'sim' };
   const stateDir = resolve(options.stateDir);
-  await mkdir(join(stateDir, 'agents'), { recursive: true, mode: 0o700 });
+  // The agent's state directory is private, its mode enforced on every start (docs/security.md).
+  await ensurePrivateDir(stateDir);
+  await ensurePrivateDir(join(stateDir, 'agents'));
   const journalFile = join(stateDir, 'agents', `${options.host}.json`);
   const journal = await FileJournal.open(journalFile);
 
@@ -106,6 +111,7 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
           ? simApp.fetch(request)
           : agentApp.fetch(request),
       options.listen,
+      { defaults: AGENT_HTTP_LIMITS, ...(options.httpLimits ? { limits: options.httpLimits } : {}) },
     );
   } catch (error) {
     await agent.close();
@@ -147,5 +153,10 @@ export function logAgent(agent: HostAgent, log: Logger): void {
   );
   agent.on('agent:lease:expired', (i) => log.warn(i, 'resume lease expired: VM resumed by its lease'));
   agent.on('agent:adopt:resumed', (i) => log.warn(i, 'VM found paused at start-up resumed'));
+  agent.on('agent:adopt:clock', (i) =>
+    i.error === null
+      ? log.info(i, 'clock of a VM paused by an interrupted step resynchronised')
+      : log.warn(i, 'clock of a VM paused by an interrupted step could not be resynchronised'),
+  );
   agent.on('agent:error', (e) => log.error({ code: e.code, err: e.message }, 'agent error'));
 }

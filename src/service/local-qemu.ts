@@ -10,6 +10,7 @@ import { IntermissionError, type Fleet } from '../domain/index.js';
 import { destroyQemuRunDir, type QemuAccelerator } from '../hypervisor/qemu/index.js';
 import { realTime } from '../hypervisor/sim/index.js';
 import type { Logger } from './logging.js';
+import { ensurePrivateDir } from './private-files.js';
 import { metadataSocketOf, openQemuHost, type QemuHostConfig } from './qemu-host.js';
 import { startInProcessAgents, type HostAgents } from './sim-hosts.js';
 
@@ -178,11 +179,27 @@ async function qemuVersion(binary: string): Promise<string> {
 
 /**
  * A short run directory for a state directory: unix socket paths under it must stay below 108
- * bytes, which a state directory deep in a checkout would not.
+ * bytes, which a state directory deep in a checkout would not. Its name is predictable (another
+ * user can create it first), so it is only ever used through {@link prepareRunBase}.
  */
 export function runBaseFor(stateDir: string): string {
   const id = createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 10);
-  return join(tmpdir(), `intermission-${id}`);
+  const uid = process.getuid?.();
+  return join(tmpdir(), `intermission-${uid === undefined ? '' : `${uid}-`}${id}`);
+}
+
+/**
+ * Creates (or checks) the run directory of `stateDir` and its metadata socket directory as private
+ * directories: 0700, owned by this user, not symlinks; a looser mode is repaired. Returns the run
+ * directory.
+ *
+ * @throws IntermissionError `INVALID_INPUT` when another user owns it or it is a symlink
+ */
+export async function prepareRunBase(stateDir: string): Promise<string> {
+  const runBase = runBaseFor(stateDir);
+  await ensurePrivateDir(runBase);
+  await ensurePrivateDir(join(runBase, 'md'));
+  return runBase;
 }
 
 /** Where a guest of `up --qemu` on `stateDir` reaches 169.254.169.254: serve its metadata there. */
@@ -230,7 +247,7 @@ export async function startLocalQemuHosts(options: LocalQemuOptions): Promise<Lo
   }
   const version = await qemuVersion('qemu-system-x86_64');
   const vmmVersions = [version, `${version}-next`] as const;
-  const runBase = runBaseFor(stateDir);
+  const runBase = await prepareRunBase(stateDir);
   const metadataDir = join(runBase, 'md');
   const configOf = (host: string): QemuHostConfig => ({
     runDir: join(runBase, host),

@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   FleetIndex,
@@ -8,17 +8,20 @@ import {
   type EventTimingOptions,
   type Fleet,
 } from '../domain/index.js';
-import { createControlApp } from '../control/app.js';
+import { createControlApp, type InternalFailure, type MetricsAuth } from '../control/app.js';
 import { controlFileSchema } from '../control/client.js';
 import { LiveHub } from '../control/live.js';
 import { feedLiveHub } from '../control/live-feed.js';
-import { TokenAuthority, writeFileAtomic } from '../control/tokens.js';
+import { DEFAULT_OPERATOR_TTL_MS, TokenAuthority, writeFileAtomic } from '../control/tokens.js';
+import { DashboardSessions } from '../control/sessions.js';
 import { createMetadataApp, listenMetadata, onMetadataError, openAttestationKey } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
+import { ensurePrivateDir, preparePrivateDatabase, restrictMode } from './private-files.js';
 import { EventService } from './event-service.js';
 import { serveFetch } from './http.js';
+import type { HttpLimits } from './http-limits.js';
 import { logEventService, logExecutor, type Logger } from './logging.js';
 import type { HostAgents } from './sim-hosts.js';
 import { Controller } from '../controller/controller.js';
@@ -44,6 +47,15 @@ export interface MetadataRuntimeOptions {
    * passes simulated hosts); without them it serves events and drills only.
    */
   readonly hosts?: (ctx: { stateDir: string }) => Promise<HostAgents>;
+  /** Who may scrape GET /metrics of the control API: `none` (default) or `token`. See docs/security.md. */
+  readonly metricsAuth?: MetricsAuth;
+  /**
+   * Limits of the listeners (docs/limits.md): figures not given are `CONTROL_HTTP_LIMITS` for the
+   * control API and `METADATA_HTTP_LIMITS` for each VM's metadata listener.
+   */
+  readonly httpLimits?: { readonly control?: Partial<HttpLimits>; readonly metadata?: Partial<HttpLimits> };
+  /** Live streams (GET /v1/stream) one token may hold at once; default 8. */
+  readonly maxLiveStreamsPerToken?: number;
 }
 
 export interface MetadataRuntime {
@@ -55,6 +67,11 @@ export interface MetadataRuntime {
   readonly metadata: readonly { vm: string; address: ListenAddress }[];
   readonly control: ListenAddress;
   readonly controlFile: string;
+  /**
+   * A one-time dashboard sign-in path (`/#code=…`, valid for a few minutes, single use) for the
+   * operator token of control.json: append it to the control API's URL.
+   */
+  signInPath(): string;
   /** Stops listeners and ticks, then closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -74,8 +91,12 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     seen.add(key);
   }
   const stateDir = resolve(options.stateDir);
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const store = await openSqliteStore({ path: join(stateDir, 'intermission.db') });
+  // Enforced on every start, not only on creation: a state directory whose mode was loosened since
+  // (or one planted by another user) is repaired or refused before anything is read from it.
+  await ensurePrivateDir(stateDir);
+  const dbPath = join(stateDir, 'intermission.db');
+  await preparePrivateDatabase(dbPath);
+  const store = await openSqliteStore({ path: dbPath });
   // A migration that repaired data says what it repaired (e.g. events retired for unreadable times).
   for (const r of store.migration.reports) options.logger?.warn({ migration: r.version, rows: r.rows }, r.summary);
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
@@ -109,9 +130,24 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       cleanups.push(() => c.stop());
     }
 
-    const tokens = await TokenAuthority.open(stateDir);
+    const clock = options.clock ?? systemClock;
+    const tokens = await TokenAuthority.open(stateDir, { now: () => clock.now() });
     const controlFile = join(stateDir, 'control.json');
-    const operatorToken = await operatorTokenFor(tokens, controlFile);
+    const operator = await operatorTokenFor(tokens, controlFile);
+    const operatorToken = operator.token;
+    // The operator token of control.json lives DEFAULT_OPERATOR_TTL_MS from the last start, and is
+    // renewed while the server runs (checked hourly), so that only a copy taken away expires.
+    const renewal = setInterval(() => {
+      const holder = tokens.holderByName(operator.name);
+      if (holder && holder.expiresAt - clock.now() < DEFAULT_OPERATOR_TTL_MS / 2) {
+        tokens.renew(operator.name, DEFAULT_OPERATOR_TTL_MS).catch((error: unknown) => {
+          options.logger?.warn(`renewing the operator token failed: ${(error as Error).message}`);
+        });
+      }
+    }, OPERATOR_RENEWAL_CHECK_MS);
+    renewal.unref();
+    cleanups.push(() => Promise.resolve(clearInterval(renewal)));
+    const sessions = new DashboardSessions({ tokens, now: () => clock.now() });
     // Signs /metadata/attested/document; created once in <state>/attestation, kept across restarts.
     const attestation = await openAttestationKey({ stateDir });
     options.logger?.info({ fingerprint256: attestation.fingerprint256 }, 'attestation key ready');
@@ -125,12 +161,37 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       metrics.observeExecutor(controller.executor, { restore: { rollouts, steps } });
     }
     for (const agent of hosts?.agents.values() ?? []) metrics.observeAgent(agent);
-    const live = new LiveHub({ now: () => service.now() });
+    const live = new LiveHub({
+      now: () => service.now(),
+      ...(options.maxLiveStreamsPerToken === undefined
+        ? {}
+        : { maxStreamsPerPrincipal: options.maxLiveStreamsPerToken }),
+    });
     const unfeed = feedLiveHub({ hub: live, service, ...(controller ? { executor: controller.executor } : {}) });
     cleanups.push(() => Promise.resolve(unfeed()));
     const control = await serveFetch(
-      createControlApp({ service, tokens, live, metrics, attestation, ...(controller ? { controller } : {}) }).fetch,
+      createControlApp({
+        service,
+        tokens,
+        live,
+        metrics,
+        attestation,
+        sessions,
+        ...(options.metricsAuth ? { metricsAuth: options.metricsAuth } : {}),
+        ...(controller ? { controller } : {}),
+        // The client sees a generic message and the reference; the detail goes to the log.
+        ...(options.logger
+          ? {
+              onInternalError: (f: InternalFailure) =>
+                options.logger?.error(
+                  { reference: f.reference, method: f.method, path: f.path, err: f.error },
+                  'control API request failed',
+                ),
+            }
+          : {}),
+      }).fetch,
       options.control,
+      options.httpLimits?.control ? { limits: options.httpLimits.control } : {},
     );
     cleanups.push(() => control.close());
     cleanups.push(() => Promise.resolve(live.close())); // runs first: open streams end, so the server can close
@@ -155,8 +216,16 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         logFailure(name, payload);
       },
     });
-    const listeners = await listenMetadata({ app: metadataApp, bindings: options.bindings });
+    const listeners = await listenMetadata({
+      app: metadataApp,
+      bindings: options.bindings,
+      ...(options.httpLimits?.metadata ? { limits: options.httpLimits.metadata } : {}),
+    });
     cleanups.push(() => listeners.close());
+    // Unix sockets get the umask's mode when bound; only this user may connect to them.
+    for (const a of [control.address, ...listeners.addresses.map((l) => l.address)]) {
+      if ('path' in a) await restrictMode(a.path);
+    }
     service.startTicking();
     controller?.start();
 
@@ -169,6 +238,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       metadata: listeners.addresses,
       control: control.address,
       controlFile,
+      signInPath: () => `/#code=${sessions.issueCode(operator.name).code}`,
       close: () => (closing ??= closeAll()),
     };
   } catch (error) {
@@ -177,16 +247,24 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   }
 }
 
+/** How often the running server checks whether the operator token needs renewing. */
+const OPERATOR_RENEWAL_CHECK_MS = 60 * 60 * 1000;
+
 /**
  * The operator token: the one in control.json while it is still valid (so scripts keep working
- * across restarts), else a new one, generated on first start.
+ * across restarts; its expiry is renewed), else a new one, generated on first start or after it
+ * expired or was revoked.
  */
-async function operatorTokenFor(tokens: TokenAuthority, controlFile: string): Promise<string> {
+async function operatorTokenFor(tokens: TokenAuthority, controlFile: string): Promise<{ token: string; name: string }> {
   try {
     const previous = controlFileSchema.parse(JSON.parse(await readFile(controlFile, 'utf8')));
-    if (tokens.authenticate(previous.token)?.role === 'operator') return previous.token;
+    const holder = tokens.identify(previous.token);
+    if (holder?.role === 'operator' && (await tokens.renew(holder.name, DEFAULT_OPERATOR_TTL_MS))) {
+      return { token: previous.token, name: holder.name };
+    }
   } catch {
     // No usable control.json: issue a new token below.
   }
-  return tokens.issue({ role: 'operator', name: `operator-${Date.now().toString(36)}` });
+  const name = `operator-${Date.now().toString(36)}`;
+  return { token: await tokens.issue({ role: 'operator', name }), name };
 }

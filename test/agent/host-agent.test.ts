@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,10 +9,13 @@ import {
   HostAgent,
   MemoryJournal,
   createAgentApp,
+  type AgentJournal,
   type HostStepRequest,
   type HostStepStatus,
+  type VmStepResult,
 } from '../../src/agent/index.js';
 import { SimHost, VirtualTime, type SimFault } from '../../src/hypervisor/sim/index.js';
+import { KEEP_FINISHED } from '../../src/agent/journal.js';
 
 const BUDGET = 30_000;
 
@@ -72,6 +75,35 @@ async function drive<T>(time: VirtualTime, promise: Promise<T>): Promise<T> {
     else await new Promise((r) => setTimeout(r, 1));
   }
   return watched;
+}
+
+/**
+ * An agent whose process can be killed: from `kill()` on, nothing it does reaches the disk (its
+ * journal writes never land) or the host (its driver connection is closed).
+ */
+async function dyingAgent(
+  sim: SimHost,
+  time: VirtualTime,
+  journalPath: string,
+): Promise<{ agent: HostAgent; kill: () => Promise<void> }> {
+  const dead = { value: false };
+  const real = await FileJournal.open(journalPath);
+  const journal: AgentJournal = {
+    durable: true,
+    get: (id) => real.get(id),
+    compacted: (id) => real.compacted(id),
+    entries: () => real.entries(),
+    put: (entry) => (dead.value ? new Promise<void>(() => undefined) : real.put(entry)),
+  };
+  const driver = sim.connect();
+  const agent = await HostAgent.start({ driver, journal, time });
+  return {
+    agent,
+    kill: async () => {
+      dead.value = true;
+      await driver.close();
+    },
+  };
 }
 
 let dir: string;
@@ -167,11 +199,12 @@ describe('HostAgent on the simulator', () => {
     const time = new VirtualTime();
     const sim = host(time, [{ kind: 'slow', factor: 3, operation: 'applyHostUpdate' }]);
     const journalPath = join(dir, 'restart.json');
-    const first = await HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(journalPath), time });
-    await drive(time, first.submit(request()));
+    const first = await dyingAgent(sim, time, journalPath);
+    await drive(time, first.agent.submit(request()));
     await time.advance(1000); // paused, applying
     assert.equal(sim.vm('a').state, 'paused');
     // The old agent process is gone (its driver connection with it); a new one starts on the same host.
+    await first.kill();
     const second = await drive(
       time,
       HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(journalPath), time }),
@@ -181,6 +214,56 @@ describe('HostAgent on the simulator', () => {
     const status = await second.submit(request());
     assert.equal(status.status, 'failed');
     assert.equal(status.error?.code, 'UNREACHABLE');
+    // Invariant 4: the agent that resumed them resynchronised their clocks, and says so.
+    for (const name of ['a', 'b']) {
+      assert.ok(Math.abs(sim.vm(name).clockOffsetMs) <= 50, `${name} clock offset ${sim.vm(name).clockOffsetMs} ms`);
+      const vm = status.vms.find((v) => v.name === name);
+      assert.ok(vm, `the step reports ${name}`);
+      assert.ok(vm.clockOffsetMs !== null && vm.clockOffsetMs < -500, `${name} was behind: ${vm.clockOffsetMs}`);
+      assert.ok(vm.clockResidualMs !== null && Math.abs(vm.clockResidualMs) <= 50, `residual ${vm.clockResidualMs}`);
+      assert.ok(vm.pauseMs !== null && vm.pauseMs >= 900, `${name} paused ${vm.pauseMs} ms`);
+    }
+  });
+
+  it('an agent killed mid-pause: the lease resumes the VMs and resynchronises their clocks; the next agent reports it', async () => {
+    const time = new VirtualTime();
+    const sim = host(time, [{ kind: 'slow', factor: 3, operation: 'applyHostUpdate' }]);
+    const journalPath = join(dir, 'killed.json');
+    const { agent: first, kill } = await dyingAgent(sim, time, journalPath);
+    const budget = 8000;
+    const step = request({
+      vms: [
+        { name: 'a', path: 'pause', pauseBudgetMs: budget },
+        { name: 'b', path: 'pause', pauseBudgetMs: budget },
+      ],
+    });
+    await drive(time, first.submit(step));
+    await time.advance(1500);
+    assert.equal(sim.vm('a').state, 'paused');
+    await kill();
+    // The hypervisor's lease resumes them before their budget, and resynchronises their clocks.
+    await time.advance(budget);
+    for (let i = 0; i < 100 && sim.vms().some((v) => v.state !== 'running'); i++) await time.advance(100);
+    for (const name of ['a', 'b']) {
+      assert.equal(sim.vm(name).state, 'running');
+      assert.ok(sim.vm(name).longestPauseMs < budget, `${name} paused ${sim.vm(name).longestPauseMs} ms`);
+      assert.ok(Math.abs(sim.vm(name).clockOffsetMs) <= 50, `${name} clock ${sim.vm(name).clockOffsetMs} ms`);
+    }
+    const second = await drive(
+      time,
+      HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(journalPath), time }),
+    );
+    const status = second.status(step.stepId);
+    assert.ok(status);
+    assert.equal(status.status, 'failed');
+    for (const name of ['a', 'b']) {
+      const vm: VmStepResult | undefined = status.vms.find((v) => v.name === name);
+      assert.equal(vm?.outcome, 'lease-resumed', JSON.stringify(vm));
+      assert.ok(vm.pauseMs !== null && vm.pauseMs < budget && vm.pauseMs > budget / 2, `${name} paused ${vm.pauseMs}`);
+      assert.ok(vm.clockOffsetMs !== null && vm.clockOffsetMs < -budget / 2, `${name} was behind ${vm.clockOffsetMs}`);
+      assert.ok(vm.clockResidualMs !== null && Math.abs(vm.clockResidualMs) <= 50, `residual ${vm.clockResidualMs}`);
+    }
+    assert.deepEqual(sim.appliedUpdates(), [], 'the interrupted update is not applied again');
   });
 
   it('moves VMs in place to the new VMM with a short pause', async () => {
@@ -233,5 +316,128 @@ describe('HostAgent on the simulator', () => {
     await finish(time, agent, 'r1/w0/h1');
     assert.equal((await client.status('r1/w0/h1'))?.status, 'succeeded');
     await assert.rejects(client.submit(request({ host: 'h2' })), { code: 'INVALID_INPUT' });
+  });
+
+  it('refuses a step of an unknown kind, over HTTP and in process: never run, never journaled, never a success', async () => {
+    const time = new VirtualTime();
+    const sim = host(time);
+    const journal = new MemoryJournal();
+    const agent = await HostAgent.start({ driver: sim.connect(), journal, time });
+    const app = createAgentApp({ agent, token: 'secret' });
+    const body = { ...request(), kind: 'live-migrate' };
+    const response = await app.fetch(
+      new Request('http://agent.invalid/v1/steps/r1%2Fw0%2Fh1', {
+        method: 'PUT',
+        headers: { authorization: 'Bearer secret', 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      }),
+    );
+    assert.equal(response.status, 400);
+    const answer = (await response.json()) as { error: { code: string; message: string } };
+    assert.equal(answer.error.code, 'INVALID_INPUT');
+    assert.match(answer.error.message, /kind/);
+    // An in-process caller gets past no schema: the agent itself refuses.
+    await assert.rejects(agent.submit(body as unknown as HostStepRequest), (error: unknown) => {
+      const e = error as { code?: string; message?: string };
+      assert.equal(e.code, 'INVALID_INPUT');
+      assert.match(e.message ?? '', /unknown step kind "live-migrate"/);
+      return true;
+    });
+    assert.equal(agent.status('r1/w0/h1'), undefined, 'nothing journaled');
+    assert.deepEqual(journal.entries(), []);
+    assert.deepEqual(sim.appliedUpdates(), [], 'nothing applied');
+    assert.ok(sim.vms().every((v) => v.state === 'running'));
+  });
+});
+
+describe('the journal never forgets a finished step id', () => {
+  const hotPatch = (i: number, extra: Partial<HostStepRequest> = {}): HostStepRequest =>
+    request({
+      stepId: `r${i}/w0/h1`,
+      rolloutId: `r${i}`,
+      kind: 'hot-patch',
+      update: { id: `hp-${i}`, kind: 'hot-patch', expectedApplyMs: 0, targetVmmVersion: null },
+      vms: [],
+      ...extra,
+    });
+
+  it(`answers a resend of a step finished more than ${KEEP_FINISHED} steps ago with its outcome, after a restart too, and never runs it again`, async () => {
+    const time = new VirtualTime();
+    const sim = host(time);
+    const path = join(dir, 'many-steps.json');
+    const first = await HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(path), time });
+    const count = KEEP_FINISHED + 5;
+    for (let i = 0; i < count; i++) {
+      await first.submit(hotPatch(i));
+      await finish(time, first, `r${i}/w0/h1`);
+    }
+    assert.equal(sim.appliedUpdates().length, count);
+    // The controller resends the first step (it never recorded the answer): it is not run again.
+    const early = await first.submit(hotPatch(0));
+    assert.equal(early.status, 'succeeded');
+    assert.equal(early.compacted, true, 'answered from the compact record');
+    assert.equal(first.status('r0/w0/h1')?.status, 'succeeded', 'GET answers it too');
+    await assert.rejects(first.submit(hotPatch(0, { maxClockResidualMs: 7 })), { code: 'CONFLICT' });
+    // The agent restarts: the compact records were durable.
+    await first.close();
+    const second = await HostAgent.start({ driver: sim.connect(), journal: await FileJournal.open(path), time });
+    const app = createAgentApp({ agent: second, token: 'secret' });
+    const client = new AgentClient({
+      host: 'h1',
+      baseUrl: 'http://agent.invalid',
+      token: 'secret',
+      fetch: (r) => app.fetch(r),
+    });
+    for (const i of [0, 1, 4]) {
+      const again = await client.submit(hotPatch(i));
+      assert.equal(again.status, 'succeeded', `step ${i}`);
+      assert.equal((await client.status(`r${i}/w0/h1`))?.status, 'succeeded');
+    }
+    await assert.rejects(client.submit(hotPatch(1, { maxClockResidualMs: 7 })), { code: 'CONFLICT' });
+    assert.equal(sim.appliedUpdates().length, count, 'no step ran twice');
+    assert.equal(sim.appliedUpdates().filter((u) => u === 'hp-0').length, 1);
+    // The newest steps are still kept in full, and a new id still runs.
+    assert.equal((await client.status(`r${count - 1}/w0/h1`))?.compacted, undefined);
+    await client.submit(hotPatch(count));
+    assert.equal((await finish(time, second, `r${count}/w0/h1`)).status, 'succeeded');
+    await second.close();
+  });
+
+  it('reads a version 1 journal and keeps its steps', async () => {
+    const time = new VirtualTime();
+    const sim = host(time);
+    const path = join(dir, 'v1.json');
+    const req = hotPatch(1);
+    const status: HostStepStatus = {
+      stepId: req.stepId,
+      host: 'h1',
+      status: 'succeeded',
+      startedAt: 1,
+      finishedAt: 2,
+      vms: [],
+      error: null,
+    };
+    await writeFile(path, JSON.stringify({ version: 1, entries: [{ request: req, status }] }));
+    const agent = await HostAgent.start({
+      driver: sim.connect(),
+      journal: await FileJournal.open(path, { keepFinished: 0 }),
+      time,
+    });
+    assert.deepEqual(await agent.submit(req), status);
+    await agent.submit(hotPatch(2));
+    await finish(time, agent, 'r2/w0/h1');
+    // keepFinished 0: both are compact now, and still answered.
+    assert.equal(agent.status('r1/w0/h1')?.compacted, true);
+    assert.equal((await agent.submit(hotPatch(2))).compacted, true);
+    assert.deepEqual(sim.appliedUpdates(), ['hp-2']);
+    await agent.close(); // the step's last write has landed
+    const file = JSON.parse(await readFile(path, 'utf8')) as {
+      version: number;
+      entries: unknown[];
+      compacted: unknown[];
+    };
+    assert.equal(file.version, 2);
+    assert.equal(file.entries.length, 0);
+    assert.equal(file.compacted.length, 2);
   });
 });

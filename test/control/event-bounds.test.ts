@@ -83,7 +83,8 @@ describe('POST /v1/events: times and durations at the edge', () => {
     ['a NotBefore that is not a date', { notBefore: '2026-02-31T00:00:00Z' }],
     ['a DurationInSeconds of 2^53-1', { durationInSeconds: Number.MAX_SAFE_INTEGER }],
     ['a DurationInSeconds of a year', { durationInSeconds: 365 * 86_400 }],
-    ['a description of a megabyte', { description: 'x'.repeat(1 << 20) }],
+    // Within the listener's 1 MiB body limit, so the schema answers (a larger body gets 413 first).
+    ['a description of half a megabyte', { description: 'x'.repeat(1 << 19) }],
   ];
   for (const [what, fields] of hostile) {
     it(`answers 400 with a clear message and commits nothing for ${what}`, async () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { FleetIndex, eventTiming, parseFleet, timeScale, type Fleet } from '../../src/domain/index.js';
 import { createControlApp } from '../../src/control/app.js';
 import { createMetrics } from '../../src/metrics/index.js';
-import { LiveHub } from '../../src/control/live.js';
+import { LiveHub, type LiveHubOptions } from '../../src/control/live.js';
 import { feedLiveHub } from '../../src/control/live-feed.js';
 import { TokenAuthority } from '../../src/control/tokens.js';
 import { Controller } from '../../src/controller/controller.js';
@@ -40,7 +40,7 @@ export interface ControlWorld {
 }
 
 /** Builds a {@link ControlWorld} in a temp directory; `close` removes it. The reconcile loop is not started. */
-export async function controlWorld(): Promise<ControlWorld> {
+export async function controlWorld(options: { readonly live?: LiveHubOptions } = {}): Promise<ControlWorld> {
   const dir = await mkdtemp(join(tmpdir(), 'intermission-control-'));
   const fleet = smallFleet();
   const store = await openSqliteStore({ path: join(dir, 'intermission.db') });
@@ -52,7 +52,7 @@ export async function controlWorld(): Promise<ControlWorld> {
   });
   const hosts = await startSimHosts({ fleet, stateDir: dir });
   const controller = new Controller({ events: service, store, agents: hosts.clients, time: realTime() });
-  const live = new LiveHub();
+  const live = new LiveHub(options.live);
   const unfeed = feedLiveHub({ hub: live, service, executor: controller.executor });
   const tokens = await TokenAuthority.open(dir);
   const operator = await tokens.issue({ role: 'operator', name: 'op' });

@@ -174,11 +174,12 @@ describe('GET /v1/stream', () => {
     await w.close();
   });
 
-  it('needs a token, and takes it from ?token= on the stream only', async () => {
+  it('needs a token in the Authorization header, never in the query', async () => {
     assert.equal((await w.app.request('/v1/stream')).status, 401);
     assert.equal((await w.app.request('/v1/stream?token=wrong')).status, 401);
     assert.equal((await w.app.request(`/v1/fleet?token=${w.operator}`)).status, 401, 'no query tokens elsewhere');
-    const res = await w.app.request(`/v1/stream?token=${encodeURIComponent(w.operator)}`);
+    assert.equal((await w.app.request(`/v1/stream?token=${encodeURIComponent(w.operator)}`)).status, 401);
+    const res = await w.app.request('/v1/stream', { headers: w.auth });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'text/event-stream');
     assert.equal(res.headers.get('cache-control'), 'no-cache');
@@ -227,7 +228,7 @@ describe('GET /v1/stream', () => {
 
   it('gives tenants the events of their own VMs and nothing of rollouts', async () => {
     const token = await w.tokens.issue({ role: 'tenant', name: 'acme', vms: ['solo'] });
-    const reader = new SseReader(await w.app.request(`/v1/stream?token=${encodeURIComponent(token)}`));
+    const reader = new SseReader(await w.app.request('/v1/stream', { headers: { authorization: `Bearer ${token}` } }));
     assert.equal((await reader.until('hello')).data.role, 'tenant');
     for (const vms of [['web_1'], ['solo']]) {
       await w.app.request('/v1/events', {

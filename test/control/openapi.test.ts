@@ -9,6 +9,11 @@ import {
   fleetViewSchema,
   healthSchema,
   issuedTokenSchema,
+  revokedTokenSchema,
+  sessionSchema,
+  signInCodeSchema,
+  signedOutSchema,
+  tokenListSchema,
   planPreviewSchema,
   principalSchema,
   rolloutDetailSchema,
@@ -50,7 +55,7 @@ after(async () => {
 describe('the OpenAPI document', () => {
   it('is served without a token as OpenAPI 3.1', () => {
     assert.equal(doc.openapi, '3.1.0');
-    assert.match(doc.info.description, /\?token=/, 'the stream token in the query string is documented');
+    assert.match(doc.info.description, /no route takes a token in the query string/);
   });
 
   it('lists every route the app registers, and no route it does not', () => {
@@ -84,6 +89,16 @@ describe('the OpenAPI document', () => {
       .properties.update.properties;
     assert.ok('expectedApplyMs' in update && 'kind' in update);
   });
+
+  it('lists the listener’s 413 and 408 on every operation that may carry a body, and 429 on the stream', () => {
+    for (const [path, item] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(item)) {
+        const mayCarryBody = ['post', 'put', 'patch', 'delete'].includes(method);
+        assert.equal('413' in op.responses && '408' in op.responses, mayCarryBody, `${method} ${path}`);
+      }
+    }
+    assert.ok('429' in (doc.paths['/v1/stream']?.get?.responses ?? {}));
+  });
 });
 
 describe('answers match the documented schemas', () => {
@@ -114,6 +129,24 @@ describe('answers match the documented schemas', () => {
     await get('/v1/vms/web_1/scheduled-events', scopeDocumentSchema);
     await post(`/v1/events/${event.eventId}/cancel`, {}, eventViewSchema, 200);
     await post('/v1/tokens', { tenant: 'acme', vms: ['solo'] }, issuedTokenSchema, 201);
+    await post('/v1/tokens', { metrics: 'scraper', ttl: '7d' }, issuedTokenSchema, 201);
+    await get('/v1/tokens', tokenListSchema);
+    const revoked = await w.app.request('/v1/tokens/acme', { method: 'DELETE', headers: w.auth });
+    revokedTokenSchema.parse(await revoked.json());
+    const { code } = await post('/v1/sign-in-codes', undefined, signInCodeSchema, 201);
+    const session = await w.app.request('/v1/sessions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-intermission-csrf': '1' },
+      body: JSON.stringify({ code }),
+    });
+    assert.equal(session.status, 201);
+    sessionSchema.parse(await session.json());
+    const cookie = (session.headers.get('set-cookie') ?? '').split(';')[0] ?? '';
+    const out = await w.app.request('/v1/sessions', {
+      method: 'DELETE',
+      headers: { cookie, 'x-intermission-csrf': '1' },
+    });
+    signedOutSchema.parse(await out.json());
 
     const request = { update: { id: 'doc-1', kind: 'host-patch', expectedApplyMs: '1s' }, policy: { settleMs: '0s' } };
     const preview = await post('/v1/plans', request, planPreviewSchema, 200);

@@ -81,6 +81,32 @@ describe('cancelling a rollout event through the control API (HTTP on loopback)'
     }
   });
 
+  it("a tenant that shares an operator's name does not own that operator's drills", async () => {
+    const w = await apiWorld('tenant-namesake');
+    try {
+      // An operator named sam scheduled a User drill on batch-1; sam's token is gone since, and a
+      // tenant token of the same name now holds batch-1.
+      const drill = await w.events.schedule({
+        type: 'Freeze',
+        resources: ['batch-1'],
+        noticeMs: 15 * 60_000,
+        source: 'User',
+        owner: 'drill:sam',
+      });
+      const sam = await w.tenant('sam', ['batch-1']);
+      const res = await w.call('POST', `/v1/events/${drill.eventId}/cancel`, sam);
+      assert.equal(res.status, 403, JSON.stringify(res.body));
+      assert.match(res.body.error?.message ?? '', /not scheduled by this tenant/);
+      assert.equal(w.events.get(drill.eventId)?.phase, 'Scheduled');
+      // What the tenant schedules itself is its own, under a tenant's owner.
+      const own = await w.call('POST', '/v1/events', sam, { type: 'Freeze', vms: ['batch-1'] });
+      assert.equal(own.body.owner, 'drill:tenant:sam');
+      assert.equal((await w.call('POST', `/v1/events/${String(own.body.eventId)}/cancel`, sam)).status, 200);
+    } finally {
+      await w.close();
+    }
+  });
+
   it("an operator's cancellation leaves the host out, reported as cancelled, not failed, and the rollout goes on", async () => {
     const w = await apiWorld('operator-cancel');
     try {

@@ -72,16 +72,39 @@ describe('operator console in chromium', { skip }, () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByTestId('fleet-view').waitFor();
     await page.locator('[data-testid=connection][data-state=live]').waitFor();
-    assert.equal(await page.evaluate('sessionStorage.getItem("intermission.token")'), w.token, 'kept for this tab');
+    // The page keeps no token: the session is an HttpOnly cookie that scripts cannot read.
+    const storage = await page.evaluate<string>('JSON.stringify([sessionStorage, localStorage, document.cookie])');
+    assert.ok(!storage.includes(w.token), 'no token in storage or readable cookies');
+    const cookies = await w.context.cookies(w.base);
+    const session = cookies.find((c) => c.name === 'im_session');
+    assert.ok(session?.httpOnly, 'an HttpOnly session cookie');
+    assert.equal(session.sameSite, 'Strict');
+    // A reload keeps the session.
+    await page.reload();
+    await page.getByTestId('fleet-view').waitFor();
   });
 
-  it('signs in from the #token= link that `up` prints, and takes the token out of the address', async () => {
+  it('signs in from the one-time #code= link that `intermission dashboard` prints, once', async () => {
     const { page } = w;
-    await page.evaluate('sessionStorage.clear()');
+    await w.context.clearCookies();
+    const { path } = await w.api<{ path: string }>('/v1/sign-in-codes', { method: 'POST' });
     await page.goto('about:blank');
-    await page.goto(`${w.base}/#token=${encodeURIComponent(w.token)}`);
+    await page.goto(`${w.base}${path}`);
     await page.getByTestId('fleet-view').waitFor();
-    assert.doesNotMatch(page.url(), /token=/);
+    assert.doesNotMatch(page.url(), /code=/, 'taken out of the address');
+    await page.locator('[data-testid=connection][data-state=live]').waitFor();
+    // The same link again, without the session: refused, it was used. (The session is put back after.)
+    const saved = await w.context.cookies(w.base);
+    await w.context.clearCookies();
+    const other = await w.context.newPage();
+    try {
+      await other.goto(`${w.base}${path}`);
+      await other.getByTestId('login-error').waitFor();
+      assert.match(await other.getByTestId('login-error').innerText(), /used already, or expired/);
+    } finally {
+      await other.close();
+      await w.context.addCookies(saved);
+    }
     await page.locator('[data-testid=connection][data-state=live]').waitFor();
     // From here on the page is never reloaded: everything that changes arrives over the stream.
     await page.evaluate('window.__sameDocument = 42');
@@ -259,7 +282,8 @@ describe('operator console in chromium', { skip }, () => {
     const { page } = w;
     // The connection indicator is there on every view once signed in, and only then.
     if ((await page.getByTestId('connection').count()) === 0) {
-      await page.goto(`${w.base}/#token=${encodeURIComponent(w.token)}`);
+      const { path } = await w.api<{ path: string }>('/v1/sign-in-codes', { method: 'POST' });
+      await page.goto(`${w.base}${path}`);
       await page.getByTestId('fleet-view').waitFor();
       await page.evaluate('window.__sameDocument = 42');
     }

@@ -27,7 +27,7 @@ function event(id: string, fields: Partial<EventRow> = {}): EventRow {
     phase: 'Scheduled',
     resources: ['solo_b'],
     source: 'User',
-    owner: 'drill:tenant-solo',
+    owner: 'drill:tenant:tenant-solo',
     notBefore: iso(T0 + 3_600_000),
     durationInSeconds: 5,
     description: '',

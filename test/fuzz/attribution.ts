@@ -82,11 +82,15 @@ function names(s: Sent, id: string): boolean {
   return text.includes(wanted) || text.replace(/\r\n[0-9A-F]+(;[^\r]*)?\r\n/g, '').includes(wanted);
 }
 
-/** Whether `s` could have created `e`: a control-API input of its owner, or of nobody known. */
+/**
+ * Whether `s` could have created `e`: a control-API input of its owner (a tenant's events are
+ * owned `drill:tenant:<name>`, an operator's `drill:<token name>`), or of nobody known.
+ */
 function mayCreate(s: Sent, e: EventRow | undefined): boolean {
   if (s.input.actor.kind !== 'control') return false;
   const p = s.input.actor.principal;
-  return p === undefined || e === undefined || e.owner.startsWith(`drill:${p.name}`);
+  if (p === undefined || e === undefined) return true;
+  return p.role === 'tenant' ? e.owner === `drill:tenant:${p.name}` : !e.owner.startsWith('drill:tenant:');
 }
 
 /**

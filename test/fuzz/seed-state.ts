@@ -38,7 +38,7 @@ export async function seedState(t: Target, snap: Snapshot | undefined): Promise<
       });
   }
   for (const tenant of t.tenants) {
-    const own = events.filter((e) => e.owner === `drill:${tenant.name}` && e.phase !== 'Removed');
+    const own = events.filter((e) => e.owner === `drill:tenant:${tenant.name}` && e.phase !== 'Removed');
     if (!own.some((e) => e.phase === 'Scheduled'))
       await schedule(tenant.token, { type: 'Freeze', vms: [tenant.vms[0]], notice: '1h' });
     for (const e of own.slice(0, Math.max(0, own.length - TENANT_LIVE_CAP))) {

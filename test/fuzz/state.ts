@@ -192,7 +192,7 @@ export type Actor =
 
 /**
  * Of the changes an accepted input made, those its sender had no right to make: a guest changes
- * only its own scope's events, and only by approving them; a tenant creates events for its own
+ * only its own scope's events, and only by approving them; a tenant (owner `drill:tenant:<name>`) creates events for its own
  * VMs only and cancels only its own user events (never a platform's or an operator's); an
  * unauthenticated request changes nothing. Operators may change anything.
  */
@@ -207,7 +207,7 @@ export function outOfAuthority(actor: Actor, changes: readonly Change[], after: 
     if (c.eventId === undefined) return false; // incarnation moves are judged by diffState itself
     const e = after.events.get(c.eventId);
     if (!e) return true;
-    const own = e.owner === `${DRILL_PREFIX}${p.name}` && e.resources.every((vm) => p.vms.includes(vm));
+    const own = e.owner === `${DRILL_PREFIX}tenant:${p.name}` && e.resources.every((vm) => p.vms.includes(vm));
     if (c.what.startsWith('created by')) return !(own && e.source === 'User');
     if (c.what.startsWith('cancelled')) return !(own && e.source === 'User');
     return true;

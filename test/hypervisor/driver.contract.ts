@@ -3,12 +3,14 @@ import { describe, it } from 'node:test';
 import { isIntermissionError, type Clock, type ErrorCode } from '../../src/domain/index.js';
 import {
   DRIVER_CAPABILITY_FLAGS,
+  LEASE_RESUMES_KEPT,
   VM_STATES,
   driverErrorReason,
   type DriverCapabilities,
   type DriverCapabilityFlag,
   type DriverErrorReason,
   type HypervisorDriver,
+  type LeaseResume,
   type VmRuntimeInfo,
 } from '../../src/hypervisor/index.js';
 
@@ -287,6 +289,48 @@ export function runDriverContract(options: DriverContractOptions): void {
             assert.ok(result.measuredAt <= s.clock.now());
             const check = await s.driver.guestTime({ vm: s.vm });
             assert.ok(Math.abs(check.offsetMs) <= clockTol + check.roundTripMs, 'the guest stays in step');
+          });
+        },
+      );
+
+      void it(
+        'a pause its lease ended: the clock is resynchronised and the resume reported (invariant 4)',
+        { skip: needs('guestClock') },
+        async () => {
+          await withSubject(async (s) => {
+            await s.driver.resyncClock({ vm: s.vm });
+            const before = await s.driver.leaseResumes({ vm: s.vm });
+            const leaseUntil = s.clock.now() + 3 * LAG_MS;
+            const { pausedAt } = await s.driver.pause({ vm: s.vm, leaseUntil });
+            // No resume call: the lease resumes the VM, then resynchronises its clock, on its own.
+            await s.sleep(leaseUntil - s.clock.now() + leaseTol);
+            let found: LeaseResume | undefined;
+            for (let i = 0; i < 200 && found === undefined; i++) {
+              found = (await s.driver.leaseResumes({ vm: s.vm })).find((r) => Math.abs(r.pausedAt - pausedAt) < 2);
+              if (found === undefined) await s.sleep(100);
+            }
+            assert.ok(found, `a lease resume of the pause at ${pausedAt} is reported`);
+            assert.equal(found.vm, s.vm);
+            assert.equal(found.clockError, null);
+            assert.ok(found.resumedAt >= leaseUntil - STAMP_SLACK_MS, 'not before the lease');
+            assert.ok(found.clock, 'with its resync');
+            const pausedMs = found.resumedAt - found.pausedAt;
+            assert.ok(
+              Math.abs(found.clock.offsetBeforeMs + pausedMs) <= clockTol + found.clock.roundTripMs + leaseTol,
+              `the guest was behind by the pause: ${found.clock.offsetBeforeMs} ≈ -${pausedMs}`,
+            );
+            assert.ok(
+              Math.abs(found.clock.residualMs) <= Math.max(found.clock.roundTripMs, clockTol),
+              `residual ${found.clock.residualMs} within the round trip ${found.clock.roundTripMs}`,
+            );
+            const check = await s.driver.guestTime({ vm: s.vm });
+            assert.ok(
+              Math.abs(check.offsetMs) <= clockTol + check.roundTripMs,
+              `the guest is in step: ${check.offsetMs}`,
+            );
+            // Only this pause was added; a later connection (a restarted agent) reads the same.
+            const after = await s.driver.leaseResumes({ vm: s.vm });
+            assert.equal(after.length, Math.min(before.length + 1, LEASE_RESUMES_KEPT));
           });
         },
       );

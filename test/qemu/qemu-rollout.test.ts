@@ -349,6 +349,15 @@ async function followToCompletion(
   });
 }
 
+/** The update ids a host's patch command logged, oldest first (none when it never ran). */
+async function patchesOf(log: string): Promise<string[]> {
+  const text = await readFile(log, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return '';
+    throw error;
+  });
+  return text.split('\n').filter((line) => line !== '');
+}
+
 describe('rollouts through the controller on real QEMU guests (TCG)', { skip: preflight.skip }, () => {
   it('moves every VM to a new QEMU process in place, one update domain at a time', { timeout: 300_000 }, async (t) => {
     const s = await start();
@@ -427,6 +436,8 @@ describe('rollouts through the controller on real QEMU guests (TCG)', { skip: pr
       const s = await start();
       const c = s.cluster;
       const BUDGET_MS = 8000;
+      // What qh0 had patched before (an earlier test's patch, or nothing when this test runs alone).
+      const patchedBefore = await patchesOf(s.patchLog('qh0'));
       const id = await apply(
         s,
         'killed',
@@ -474,9 +485,29 @@ describe('rollouts through the controller on real QEMU guests (TCG)', { skip: pr
       const step = d.steps.find((x) => x.host === 'qh0');
       assert.equal(step?.status, 'failed');
       assert.match(step.error ?? '', /restarted while the step ran/);
+      // Invariant 4, whoever resumed them: each watchdog resynchronised its guest's clock after its
+      // resume, and the restarted agent reported it, as the controller recorded it.
+      for (const vm of ['web_0', 'db_0']) {
+        const op = d.operations.find((o) => o.vm === vm && o.host === 'qh0');
+        assert.ok(op, `${vm} has an operation of the interrupted step: ${JSON.stringify(d.operations)}`);
+        t.diagnostic(
+          `${vm}: ${op.outcome}, paused ${op.pauseMs} ms, clock ${op.clockOffsetMs} → ${op.clockResidualMs} ms`,
+        );
+        assert.equal(op.outcome, 'lease-resumed');
+        assert.ok(op.pauseMs !== null && op.pauseMs <= BUDGET_MS, `${vm} paused ${op.pauseMs} ms`);
+        assert.ok(
+          op.clockOffsetMs !== null && op.clockOffsetMs < -BUDGET_MS / 2,
+          `${vm} was behind: ${op.clockOffsetMs}`,
+        );
+        const roundTripMs = resultOf(d, vm)?.clockRoundTripMs;
+        assert.ok(op.clockResidualMs !== null && typeof roundTripMs === 'number', `${vm}'s residual was measured`);
+        assert.ok(
+          Math.abs(op.clockResidualMs) <= Math.max(roundTripMs, 100),
+          `${vm}: residual ${op.clockResidualMs} ms, round trip ${roundTripMs} ms`,
+        );
+      }
       // The patch was cut short with its agent, and the new agent never ran the step again.
-      const patched = (await readFile(s.patchLog('qh0'), 'utf8')).trim().split('\n');
-      assert.deepEqual(patched, ['patch-1'], 'patch-2 never completed on qh0');
+      assert.deepEqual(await patchesOf(s.patchLog('qh0')), patchedBefore, 'patch-2 never completed on qh0');
       const { vms } = await c.agentGet<AgentVms>('qh0', '/v1/vms');
       assert.deepEqual(
         vms.map((v) => [v.name, v.state]),

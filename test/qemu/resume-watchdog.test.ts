@@ -3,9 +3,23 @@
  * paused process at its lease, never one that is migrating, and caps any pause at its maximum.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { decideLease, leaseApplies, pauseStart, ResumeWatchdog, type LeaseFile } from '../../src/hypervisor/index.js';
-import { QmpClient } from '../../src/qmp/index.js';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import {
+  decideLease,
+  leaseApplies,
+  pauseStart,
+  readLeaseResumes,
+  resyncAfterLease,
+  ResumeWatchdog,
+  type LeaseFile,
+} from '../../src/hypervisor/index.js';
+import { withClockLock } from '../../src/hypervisor/qemu/guest-clock.js';
+import { QmpClient, preciseWallClock } from '../../src/qmp/index.js';
+import { FakeGuestAgent } from '../qmp/fake-guest-agent.js';
 import { FakeQmpServer } from '../qmp/fake-qmp-server.js';
 
 const T0 = 1_800_000_000_000;
@@ -189,5 +203,110 @@ void describe('ResumeWatchdog against a QMP peer', () => {
       await watchdog.stop();
       await server.close();
     }
+  });
+});
+
+void describe('the clock after a lease resume (invariant 4)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'iq-wdclock-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  void it('the watchdog resynchronises the guest clock after its own resume and records it', async () => {
+    const server = await FakeQmpServer.start({ status: 'running' });
+    const agent = await FakeGuestAgent.start({ oneWayDelayMs: 1 });
+    const qmp = await QmpClient.connect({ path: server.path, timeoutMs: 2_000 });
+    const recordPath = join(dir, 'resumes-1.json');
+    const lockPath = join(dir, 'clock-1.lock');
+    const box: { lease?: LeaseFile } = {};
+    const watchdog = new ResumeWatchdog({
+      qmp,
+      readLease: () => box.lease,
+      maxPauseMs: MAX,
+      pausedRecheckMs: 20,
+      idleRecheckMs: 50,
+      afterResume: async ({ pausedSince, resumedAt }) => {
+        await resyncAfterLease({
+          vm: 'vm1',
+          guestAgentPath: agent.path,
+          lockPath,
+          recordPath,
+          pausedAt: pausedSince,
+          resumedAt,
+          clock: preciseWallClock,
+        });
+      },
+    });
+    try {
+      watchdog.start();
+      const pausedAt = Date.now();
+      box.lease = { until: pausedAt + 300, writtenAt: pausedAt };
+      await qmp.execute('stop');
+      // The guest's clock stands still while paused: behind by the pause once it runs again.
+      agent.clockOffsetMs = -300;
+      const end = Date.now() + 5_000;
+      while (readLeaseResumes(recordPath).length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      const [entry] = readLeaseResumes(recordPath);
+      assert.ok(entry, 'recorded');
+      assert.equal(server.status, 'running');
+      assert.equal(entry.vm, 'vm1');
+      assert.equal(entry.clockError, null);
+      assert.ok(entry.clock);
+      assert.ok(entry.clock.offsetBeforeMs < -250, `behind before: ${entry.clock.offsetBeforeMs}`);
+      assert.ok(Math.abs(entry.clock.residualMs) <= Math.max(5, entry.clock.roundTripMs), `${entry.clock.residualMs}`);
+      assert.ok(Math.abs(agent.clockOffsetMs) < 5, `the guest clock was set: ${agent.clockOffsetMs}`);
+      assert.ok(agent.calls.some((c) => c.command === 'guest-set-time'));
+      assert.ok(!existsSync(lockPath), 'the clock lock is released');
+    } finally {
+      await watchdog.stop();
+      await server.close();
+      await agent.close();
+    }
+  });
+
+  void it('records a resync that failed (no guest agent answering), and the resume still happened', async () => {
+    const recordPath = join(dir, 'resumes-2.json');
+    const entry = await resyncAfterLease({
+      vm: 'vm2',
+      guestAgentPath: join(dir, 'no-such.sock'),
+      lockPath: join(dir, 'clock-2.lock'),
+      recordPath,
+      pausedAt: 1,
+      resumedAt: 2,
+      clock: preciseWallClock,
+      timeoutMs: 1_000,
+    });
+    assert.equal(entry.clock, null);
+    assert.equal(entry.clockError?.code, 'UNREACHABLE');
+    assert.deepEqual(readLeaseResumes(recordPath), [entry]);
+  });
+
+  void it('the clock lock serialises resyncs, and is taken over from a holder that died', async () => {
+    const lockPath = join(dir, 'clock-3.lock');
+    const order: string[] = [];
+    const slow = withClockLock(lockPath, async () => {
+      order.push('a-start');
+      await new Promise((r) => setTimeout(r, 150));
+      order.push('a-end');
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    await withClockLock(lockPath, () => {
+      order.push('b');
+      return Promise.resolve();
+    });
+    await slow;
+    assert.deepEqual(order, ['a-start', 'a-end', 'b']);
+    // A holder killed with the lock held (kill -9 of an agent mid-resync): its pid is gone.
+    const child = spawn(process.execPath, ['-e', '']);
+    const pid = await new Promise<number>((resolve) => child.once('exit', () => resolve(child.pid ?? 0)));
+    writeFileSync(lockPath, `${pid} deadbeef`);
+    const started = Date.now();
+    await withClockLock(lockPath, () => Promise.resolve(), { waitMs: 5_000 });
+    assert.ok(Date.now() - started < 1_000, 'taken over at once');
+    assert.ok(!existsSync(lockPath));
+    // A live holder that never lets go is waited for up to waitMs, then the resync runs anyway.
+    writeFileSync(lockPath, `${process.pid} other`);
+    const t0 = Date.now();
+    await withClockLock(lockPath, () => Promise.resolve(), { waitMs: 200 });
+    assert.ok(Date.now() - t0 >= 190);
+    assert.equal(readFileSync(lockPath, 'utf8'), `${process.pid} other`, "another holder's lock is left alone");
   });
 });

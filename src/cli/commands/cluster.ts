@@ -12,7 +12,15 @@ import { createLogger } from '../../service/logging.js';
 import { startMetadataRuntime } from '../../service/metadata-runtime.js';
 import { connectRemoteHosts, type RemoteAgent } from '../../service/remote-hosts.js';
 import type { Output } from '../output.js';
-import { parseBinding, timingFrom, timingOptions, untilSignal, type TimingFlags } from './serve.js';
+import {
+  METRICS_AUTH_HELP,
+  metricsAuthFrom,
+  parseBinding,
+  timingFrom,
+  timingOptions,
+  untilSignal,
+  type TimingFlags,
+} from './serve.js';
 
 /** The token file when `--token-file` is not given: beside the process's own state. */
 const DEFAULT_TOKEN_FILE = 'agent.token';
@@ -155,8 +163,9 @@ export function registerClusterCommands(program: Command, output: Output): void 
       .option(
         '--token-file <file>',
         `controller ↔ agent token, created (mode 0600) if missing (default <state>/${DEFAULT_TOKEN_FILE})`,
-      ),
-  ).action(async (flags: ControllerFlags) => {
+      )
+      .option('--metrics-auth <mode>', METRICS_AUTH_HELP, 'none'),
+  ).action(async (flags: ControllerFlags & { metricsAuth?: string }) => {
     const fleet = await loadFleetFile(flags.fleet);
     const agents = flags.agent.map(parseAgent);
     const token = await loadAgentToken(flags.tokenFile ?? join(flags.state, DEFAULT_TOKEN_FILE));
@@ -170,6 +179,7 @@ export function registerClusterCommands(program: Command, output: Output): void 
       control: parseAddress(flags.control),
       timing: timingFrom(flags),
       logger: createLogger(flags.logLevel),
+      metricsAuth: metricsAuthFrom(flags),
     });
     for (const m of runtime.metadata) output.out(`metadata listening vm=${m.vm} address=${formatAddress(m.address)}`);
     output.out(`control listening address=${formatAddress(runtime.control)}`);

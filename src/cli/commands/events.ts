@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { formatDuration } from '../../domain/index.js';
 import { ControlClient, resolveControlTarget } from '../../control/client.js';
 import type { EventView } from '../../control/app.js';
@@ -7,6 +7,7 @@ import { table, type Output } from '../output.js';
 interface TargetFlags {
   state?: string;
   control?: string;
+  tokenFile?: string;
   token?: string;
   json?: boolean;
 }
@@ -14,13 +15,12 @@ interface TargetFlags {
 /** Adds the flags that find the running service. */
 export function targetOptions(cmd: Command): Command {
   return cmd
-    .option(
-      '--state <dir>',
-      'state directory of the running service (its control.json)',
-      process.env.INTERMISSION_STATE,
+    .option('--state <dir>', 'state directory of the running service: address and token from its control.json')
+    .option('--control <address>', 'control API address (host:port or unix:/path); needs --token-file')
+    .option('--token-file <file>', 'file holding the control API token; needs --control')
+    .addOption(
+      new Option('--token <token>', 'refused: a flag shows in ps; use --token-file or INTERMISSION_TOKEN').hideHelp(),
     )
-    .option('--control <address>', 'control API address (host:port or unix:/path); overrides control.json')
-    .option('--token <token>', 'control API token; overrides control.json (or INTERMISSION_TOKEN)')
     .option('--json', 'print JSON for scripts');
 }
 

@@ -11,6 +11,7 @@ import { targetOptions } from './events.js';
 interface TargetFlags {
   state?: string;
   control?: string;
+  tokenFile?: string;
   token?: string;
   json?: boolean;
 }

@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
-import { mkdir, readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { controlFileSchema } from '../../control/client.js';
+import { METRICS_AUTH_MODES, type MetricsAuth } from '../../control/app.js';
 import { IntermissionError, parseDuration, timeScale, type EventTimingOptions } from '../../domain/index.js';
 import { formatAddress, httpUrl, parseAddress } from '../../service/address.js';
 import { loadFleetFile } from '../../service/fleet-file.js';
@@ -12,6 +10,7 @@ import {
   ACCEL_CHOICES,
   assertQemuUsable,
   localMetadataSocket,
+  prepareRunBase,
   startLocalQemuHosts,
   type LocalQemuHosts,
 } from '../../service/local-qemu.js';
@@ -75,6 +74,22 @@ async function runUntilSignal(runtime: MetadataRuntime, output: Output): Promise
   await runtime.close();
 }
 
+/** The `--metrics-auth` option: who may scrape GET /metrics of the control API (see docs/security.md). */
+export const METRICS_AUTH_HELP =
+  'GET /metrics: none (anyone who reaches the control address) | token (an operator or metrics token)';
+
+/** Reads `--metrics-auth`. */
+export function metricsAuthFrom(flags: { metricsAuth?: string }): MetricsAuth {
+  const mode = METRICS_AUTH_MODES.find((m) => m === (flags.metricsAuth ?? 'none'));
+  if (mode === undefined) {
+    throw new IntermissionError(
+      'INVALID_INPUT',
+      `--metrics-auth wants ${METRICS_AUTH_MODES.join(' | ')}, got ${flags.metricsAuth}`,
+    );
+  }
+  return mode;
+}
+
 export function registerServeCommands(program: Command, output: Output): void {
   timingOptions(
     program
@@ -86,22 +101,29 @@ export function registerServeCommands(program: Command, output: Output): void {
         '--bind <vm=address...>',
         'a VM and where it reaches the service: host:port or unix:/path (repeat per VM)',
       )
-      .option('--control <address>', 'control API address (host:port or unix:/path)', '127.0.0.1:7480'),
-  ).action(async (flags: TimingFlags & { fleet: string; state: string; bind?: string[]; control: string }) => {
-    const bindings = (flags.bind ?? []).map(parseBinding);
-    if (bindings.length === 0) throw new IntermissionError('INVALID_INPUT', 'give at least one --bind <vm>=<address>');
-    const runtime = await startMetadataRuntime({
-      fleet: await loadFleetFile(flags.fleet),
-      stateDir: flags.state,
-      bindings,
-      control: parseAddress(flags.control),
-      timing: timingFrom(flags),
-      logger: createLogger(flags.logLevel),
-    });
-    for (const m of runtime.metadata) output.out(`metadata listening vm=${m.vm} address=${formatAddress(m.address)}`);
-    output.out(`control listening address=${formatAddress(runtime.control)}`);
-    await runUntilSignal(runtime, output);
-  });
+      .option('--control <address>', 'control API address (host:port or unix:/path)', '127.0.0.1:7480')
+      .option('--metrics-auth <mode>', METRICS_AUTH_HELP, 'none'),
+  ).action(
+    async (
+      flags: TimingFlags & { fleet: string; state: string; bind?: string[]; control: string; metricsAuth?: string },
+    ) => {
+      const bindings = (flags.bind ?? []).map(parseBinding);
+      if (bindings.length === 0)
+        throw new IntermissionError('INVALID_INPUT', 'give at least one --bind <vm>=<address>');
+      const runtime = await startMetadataRuntime({
+        fleet: await loadFleetFile(flags.fleet),
+        stateDir: flags.state,
+        bindings,
+        control: parseAddress(flags.control),
+        timing: timingFrom(flags),
+        logger: createLogger(flags.logLevel),
+        metricsAuth: metricsAuthFrom(flags),
+      });
+      for (const m of runtime.metadata) output.out(`metadata listening vm=${m.vm} address=${formatAddress(m.address)}`);
+      output.out(`control listening address=${formatAddress(runtime.control)}`);
+      await runUntilSignal(runtime, output);
+    },
+  );
 
   timingOptions(
     program
@@ -119,7 +141,8 @@ export function registerServeCommands(program: Command, output: Output): void {
         'real guests under QEMU instead of simulated hosts (KVM when usable, else TCG); says what to install if QEMU is missing',
       )
       .option('--accel <kind>', 'with --qemu: auto (KVM when a guest boots under it, else TCG) | kvm | tcg', 'auto')
-      .option('--keep-vms', 'with --qemu: leave the guests running on exit; the next `up --qemu` adopts them'),
+      .option('--keep-vms', 'with --qemu: leave the guests running on exit; the next `up --qemu` adopts them')
+      .option('--metrics-auth <mode>', METRICS_AUTH_HELP, 'none'),
   ).action(
     async (
       flags: TimingFlags & {
@@ -131,6 +154,7 @@ export function registerServeCommands(program: Command, output: Output): void {
         qemu?: boolean;
         accel: string;
         keepVms?: boolean;
+        metricsAuth?: string;
       },
     ) => {
       const qemu = flags.qemu === true;
@@ -159,7 +183,7 @@ export function registerServeCommands(program: Command, output: Output): void {
         // Each guest's own channel, beside the TCP listener an operator can curl.
         for (const vm of fleet.vms)
           bindings.push({ vm: vm.name, address: { path: localMetadataSocket(flags.state, vm.name) } });
-        await mkdir(dirname(localMetadataSocket(flags.state, 'x')), { recursive: true });
+        await prepareRunBase(flags.state);
         output.out(
           `Starting ${fleet.vms.length} QEMU guests (accel ${accel}); the first start builds the guest, and a boot under TCG takes a minute…`,
         );
@@ -174,9 +198,9 @@ export function registerServeCommands(program: Command, output: Output): void {
         control: parseAddress(`${flags.host}:${flags.controlPort}`),
         timing: timingFrom(flags),
         logger,
+        metricsAuth: metricsAuthFrom(flags),
       });
       const scale = runtime.service.timing.scale.factor;
-      const { token } = controlFileSchema.parse(JSON.parse(await readFile(runtime.controlFile, 'utf8')));
       const tcp = runtime.metadata.filter((m) => !('path' in m.address));
       const first = tcp[0];
       const q = qemuHosts;
@@ -184,7 +208,7 @@ export function registerServeCommands(program: Command, output: Output): void {
         [
           `Intermission is up: ${fleet.hosts.length} hosts, ${fleet.availabilitySets.length} availability sets, ${fleet.vms.length} VMs${scale === 1 ? '' : `, time scale ${scale}x (demo)`}.`,
           `control API   ${httpUrl(runtime.control)}  (token in ${runtime.controlFile})`,
-          `dashboard     ${httpUrl(runtime.control)}/#token=${encodeURIComponent(token)}  (signs you in; keep it private)`,
+          `dashboard     ${httpUrl(runtime.control)}${runtime.signInPath()}  (one-time sign-in, 5 minutes; later: npx intermission dashboard --state ${flags.state})`,
           `OpenAPI       ${httpUrl(runtime.control)}/openapi.json`,
           ...tcp.map((m) => `metadata      ${m.vm.padEnd(12)} ${httpUrl(m.address)}/metadata/scheduledevents`),
           ...(q

@@ -4,6 +4,7 @@
  */
 export * from './model.js';
 export { classifyVm, expectedPauseMs, MISSING_CAPABILITY_REASONS, type ClassifyVmInput } from './classify.js';
+export { describeBound, planTimeProblem, ROLLOUT_LIMITS } from './limits.js';
 export {
   parseRolloutPolicy,
   parseUpdate,

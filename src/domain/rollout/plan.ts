@@ -1,8 +1,10 @@
 import { IntermissionError } from '../errors.js';
 import { eventTiming, minimumNotice, type EventTiming } from '../events/notice.js';
 import { FleetIndex } from '../fleet.js';
+import { HOUR, isRenderableTime } from '../time.js';
 import type { EventType, Fleet, ScopeId, Vm } from '../vocabulary.js';
 import { classifyVm } from './classify.js';
+import { ROLLOUT_LIMITS, planTimeProblem } from './limits.js';
 import { guidsAfter } from './internal/ids.js';
 import { assignWaves, packBatches, type WaveHost } from './internal/waves.js';
 import {
@@ -106,8 +108,11 @@ interface EventGroup {
  * NOT_FOUND for a selected host name that is not in the fleet.
  */
 export function planRollout(input: PlanRolloutInput): Plan {
-  if (!Number.isFinite(input.now)) throw new IntermissionError('INVALID_INPUT', '`now` must be a time in ms');
-  const now = input.now;
+  // Virtual clocks may stand between two milliseconds; every time of a plan is a whole one.
+  const now = Math.floor(input.now);
+  if (!isRenderableTime(now)) {
+    throw new IntermissionError('INVALID_INPUT', `\`now\` must be a time from 1970 to 9999 in ms, got ${input.now}`);
+  }
   const timing = input.timing ?? eventTiming();
   const update = resolveUpdate(input.update);
   const rawPolicy = parseRolloutPolicy(input.policy ?? {});
@@ -147,7 +152,7 @@ export function planRollout(input: PlanRolloutInput): Plan {
 
   const expectedEndAt = waves.length === 0 ? now : (waves[waves.length - 1] as Wave).expectedEndAt;
   const blockedVms = blocked.reduce((sum, b) => sum + b.vms.length, 0);
-  return Object.freeze({
+  const plan: Plan = Object.freeze({
     formatVersion: PLAN_FORMAT_VERSION,
     id: update.id,
     plannedAt: now,
@@ -176,6 +181,15 @@ export function planRollout(input: PlanRolloutInput): Plan {
       lowerBoundMs: tally.lowerBound,
     }),
   });
+  // The schema's bounds keep real plans far inside the renderable range; this refuses the rest (a
+  // window in the year 9999) before anything is published or stored.
+  const problem = planTimeProblem(plan);
+  if (problem !== null) {
+    throw new IntermissionError('INVALID_INPUT', `the plan cannot be carried out: ${problem}`, {
+      details: { problem },
+    });
+  }
+  return plan;
 }
 
 /** Availability sets of the selected hosts, with integer ids in name order. */
@@ -343,8 +357,23 @@ function planWave(
   if (startAt === undefined) {
     throw new IntermissionError(
       'INVALID_INPUT',
-      `no maintenance window opens at or after ${new Date(cursor + notice).toISOString()} for wave ${w + 1} of ${context.waveCount}`,
+      `no maintenance window opens at or after ${timeText(cursor + notice)} for wave ${w + 1} of ${context.waveCount}`,
       { details: { wave: w, earliestStart: cursor + notice } },
+    );
+  }
+  if (startAt - (cursor + notice) > ROLLOUT_LIMITS.maxWindowWaitMs) {
+    const days = ROLLOUT_LIMITS.maxWindowWaitMs / (24 * HOUR);
+    throw new IntermissionError(
+      'INVALID_INPUT',
+      `wave ${w + 1} of ${context.waveCount} would wait until ${timeText(startAt)} for a maintenance window, more than ${days} days after it could start (${timeText(cursor + notice)}); give a window that opens sooner`,
+      {
+        details: {
+          wave: w,
+          earliestStart: cursor + notice,
+          windowStart: startAt,
+          maxWaitMs: ROLLOUT_LIMITS.maxWindowWaitMs,
+        },
+      },
     );
   }
   const publishAt = startAt - notice;
@@ -669,6 +698,11 @@ function blockedHost(host: string, vms: readonly Vm[]): BlockedHost {
 
 function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
   return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+}
+
+/** A time for a message: ISO 8601 when it renders, else the number (never "Invalid time value"). */
+function timeText(t: number): string {
+  return isRenderableTime(t) ? new Date(t).toISOString() : `${t} ms since 1970`;
 }
 
 /** Code-unit order: the same on every machine and locale. */

@@ -3,7 +3,15 @@
  * place to a new VMM process with their RAM shared (never copied), their clocks set through the
  * guest agent, and every pause bounded by a resume watchdog beside each process.
  */
-export { QemuDriver, RESYNC_ATTEMPTS, vmStateOf } from './qemu-driver.js';
+export { QemuDriver, vmStateOf } from './qemu-driver.js';
+export {
+  CLOCK_LOCK_WAIT_MS,
+  LEASE_RESYNC_TIMEOUT_MS,
+  RESYNC_ATTEMPTS,
+  readLeaseResumes,
+  resyncAfterLease,
+  type LeaseResyncOptions,
+} from './guest-clock.js';
 export {
   QEMU_ACCELERATORS,
   QEMU_DRIVER_CAPABILITIES,

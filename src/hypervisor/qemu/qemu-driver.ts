@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { IntermissionError, isIntermissionError } from '../../domain/index.js';
 import type { VmCapabilities } from '../../domain/rollout/index.js';
 import {
@@ -22,6 +21,7 @@ import type {
   DriverCapabilityFlag,
   GuestTimeResult,
   HypervisorDriver,
+  LeaseResume,
   OperationOptions,
   PauseOptions,
   PauseResult,
@@ -81,6 +81,8 @@ import {
   threadPriority,
   waitGone,
 } from './internal/process.js';
+import { readLeaseResumes, resyncRepeating, withClockLock } from './guest-clock.js';
+import { defaultWatchdogCommand, watchdogArgv, watchdogStarted } from './watchdog-command.js';
 import { resolveQemuConfig, type QemuDriverConfig, type ResolvedQemuConfig } from './qemu-config.js';
 import type {
   LocalMigrationOptions,
@@ -149,13 +151,6 @@ const MONITOR_CONNECT_TIMEOUT_MS = 5_000;
 const CLEANUP_STEP_MS = 5_000;
 /** How long a process asked to quit gets before it is killed. */
 const QUIT_GRACE_MS = 3_000;
-/**
- * Clock steps a resync may take. On a busy guest about one step in three lands a scheduler tick
- * late (4-9 ms under TCG: qemu-ga waits for the tenant's process to yield the vCPU), and the others
- * within a fraction of a millisecond; five give about 2 in 1,000 resyncs left off by a tick. Beyond
- * that the residual is reported as it is (the agent decides what to do with it).
- */
-export const RESYNC_ATTEMPTS = 5;
 /** How long a swap waits for the new process's watchdog to connect and settle before the switchover. */
 const WATCHDOG_READY_TIMEOUT_MS = 5_000;
 /** A watchdog is settled once its CPU time grew by less than this… */
@@ -534,23 +529,32 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /**
-   * {@link resyncGuestClock}, stepped again (up to {@link RESYNC_ATTEMPTS} steps in all) while the
-   * residual is larger than the round trip that measured it: a busy guest may run qemu-ga late, and
-   * the value then lands late by that much. The result's `offsetBeforeMs` is the first measurement.
+   * {@link resyncRepeating}: {@link resyncGuestClock} stepped again while the residual is larger
+   * than its round trip, holding the VM's clock lock, so that it never interleaves with the resume
+   * watchdog's resync of the same VM (see `guest-clock.ts`).
    */
   async resyncClock(options: ResyncClockOptions): Promise<ResyncClockResult> {
-    const first = await this.#resyncOnce(options);
-    let result = first;
-    // Once a step was taken, its aim is the round trip; the tolerance only decides whether to step.
-    for (
-      let attempt = 1;
-      attempt < RESYNC_ATTEMPTS && result.stepped && Math.abs(result.residualMs) > result.roundTripMs;
-      attempt++
-    ) {
-      const again = await this.#resyncOnce({ ...options, toleranceMs: 0 });
-      result = Object.freeze({ ...again, offsetBeforeMs: first.offsetBeforeMs, stepped: true });
-    }
-    return result;
+    const handle = this.#handles.get(options.vm);
+    const resync = (): Promise<ResyncClockResult> =>
+      resyncRepeating((o) => this.#resyncOnce({ ...options, ...o }), options.toleranceMs);
+    return handle === undefined ? resync() : withClockLock(handle.paths.clockLock, resync);
+  }
+
+  /**
+   * The pauses the VM's resume watchdog ended, with its clock resync after each (from
+   * `lease-resumes.json`, which outlives drivers and processes). A resync under way is waited for:
+   * the watchdog holds the clock lock until it has recorded it.
+   */
+  leaseResumes(options: VmOperationOptions): Promise<readonly LeaseResume[]> {
+    return this.#run('leaseResumes', options, undefined, undefined, async (call) => {
+      const handle = this.#handle(call);
+      const path = handle.paths.leaseResumes;
+      return Object.freeze(
+        await withClockLock(handle.paths.clockLock, () => Promise.resolve(readLeaseResumes(path)), {
+          waitMs: Math.max(0, call.deadline - Date.now()),
+        }),
+      );
+    });
   }
 
   #resyncOnce(options: ResyncClockOptions): Promise<ResyncClockResult> {
@@ -1097,12 +1101,16 @@ export class QemuDriver implements HypervisorDriver {
       command,
       [
         ...prefix,
-        '--qmp',
-        paths.watchdogQmp,
-        '--lease',
-        handle.paths.lease,
-        '--max-pause-ms',
-        String(this.config.watchdogMaxPauseMs),
+        // After a resume of its own, the watchdog resynchronises the guest clock (invariant 4).
+        ...watchdogArgv({
+          monitor: paths.watchdogQmp,
+          lease: handle.paths.lease,
+          maxPauseMs: this.config.watchdogMaxPauseMs,
+          vm: handle.name,
+          leaseResumes: handle.paths.leaseResumes,
+          clockLock: handle.paths.clockLock,
+          ...(handle.record.spec.guestAgent ? { guestAgent: paths.guestAgent } : {}),
+        }),
       ],
       { logFile: paths.watchdogLog, cwd: paths.dir },
     );
@@ -2080,15 +2088,6 @@ function allThreadsStopped(pid: number): boolean {
   }
 }
 
-/** Whether a watchdog's log shows it connected to its monitor (its `start` entry). */
-function watchdogStarted(logFile: string): boolean {
-  try {
-    return readFileSync(logFile, 'utf8').includes('"event":"start"');
-  } catch {
-    return false;
-  }
-}
-
 /** Runs `body` on a short-lived monitor connection. */
 async function withMonitor<T>(path: string, body: (qmp: QmpClient) => Promise<T>): Promise<T> {
   const qmp = await QmpClient.connect({ path, timeoutMs: MONITOR_CONNECT_TIMEOUT_MS });
@@ -2097,17 +2096,4 @@ async function withMonitor<T>(path: string, body: (qmp: QmpClient) => Promise<T>
   } finally {
     await qmp.close();
   }
-}
-
-/**
- * How to start the watchdog: `node watchdog.js` beside this module once built, or through tsx when
- * running from source.
- */
-function defaultWatchdogCommand(): string[] {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    const tsx: string = String(import.meta.resolve('tsx'));
-    return [process.execPath, '--import', tsx, fileURLToPath(new URL('./watchdog.ts', here))];
-  }
-  return [process.execPath, fileURLToPath(new URL('./watchdog.js', here))];
 }

@@ -89,7 +89,8 @@ export function decideLease(input: LeaseDecisionInput): LeaseDecision {
 /** One line of the watchdog's log. */
 export interface WatchdogLogEntry {
   readonly at: number;
-  readonly event: 'start' | 'resume' | 'resume-failed' | 'check-failed' | 'exit';
+  readonly event:
+    'start' | 'resume' | 'resume-failed' | 'check-failed' | 'exit' | 'clock-resync' | 'after-resume-failed';
   readonly [key: string]: unknown;
 }
 
@@ -106,6 +107,12 @@ export interface ResumeWatchdogOptions {
   readonly log?: (entry: WatchdogLogEntry) => void;
   readonly pausedRecheckMs?: number;
   readonly idleRecheckMs?: number;
+  /**
+   * Called after each resume this watchdog made, without holding up its next look (a new pause
+   * must not wait for it): the watchdog process resynchronises the guest clock here (invariant 4).
+   * Its failures are logged (`after-resume-failed`), never thrown.
+   */
+  readonly afterResume?: (resume: { readonly pausedSince: number; readonly resumedAt: number }) => Promise<void>;
 }
 
 /** The result of one {@link ResumeWatchdog.checkOnce}. */
@@ -128,6 +135,8 @@ export class ResumeWatchdog {
   readonly #log: (entry: WatchdogLogEntry) => void;
   readonly #pausedRecheckMs: number;
   readonly #idleRecheckMs: number;
+  readonly #afterResume: ResumeWatchdogOptions['afterResume'];
+  readonly #afterResumes = new Set<Promise<void>>();
   #pausedSince: number | null = null;
   #timer: NodeJS.Timeout | undefined;
   #checking: Promise<WatchdogCheck> | undefined;
@@ -144,6 +153,7 @@ export class ResumeWatchdog {
     this.#log = options.log ?? (() => undefined);
     this.#pausedRecheckMs = options.pausedRecheckMs ?? DEFAULT_PAUSED_RECHECK_MS;
     this.#idleRecheckMs = options.idleRecheckMs ?? DEFAULT_IDLE_RECHECK_MS;
+    this.#afterResume = options.afterResume;
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -180,19 +190,36 @@ export class ResumeWatchdog {
     if (decision.kind !== 'resume') return { decision, resumed: false };
     try {
       await this.#qmp.execute('cont');
+      const resumedAt = this.#now();
       this.#log({
-        at: this.#now(),
+        at: resumedAt,
         event: 'resume',
         pausedSince: decision.pausedSince,
         deadline: decision.deadline,
         leased: decision.leased,
-        pausedMs: this.#now() - decision.pausedSince,
+        pausedMs: resumedAt - decision.pausedSince,
       });
+      this.#startAfterResume(decision.pausedSince, resumedAt);
       return { decision, resumed: true };
     } catch (error) {
       this.#log({ at: this.#now(), event: 'resume-failed', error: String(error) });
       return { decision, resumed: false };
     }
+  }
+
+  /** Resolves when the work after every resume so far has ended. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.#afterResumes]);
+  }
+
+  #startAfterResume(pausedSince: number, resumedAt: number): void {
+    const hook = this.#afterResume;
+    if (hook === undefined) return;
+    const work = hook({ pausedSince, resumedAt }).catch((error: unknown) => {
+      this.#log({ at: this.#now(), event: 'after-resume-failed', error: String(error) });
+    });
+    this.#afterResumes.add(work);
+    void work.finally(() => this.#afterResumes.delete(work));
   }
 
   /** Starts watching: a look now, on every STOP/RESUME, and on timers in between. */
@@ -219,6 +246,8 @@ export class ResumeWatchdog {
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#qmp.close();
+    // A clock resync under way ends first (its guest-agent calls are bounded).
+    await this.settled();
     this.#resolveDone();
     return this.#done;
   }

@@ -1,13 +1,18 @@
 /**
- * The resume watchdog process: `node watchdog.js --qmp SOCKET --lease FILE --max-pause-ms N`.
+ * The resume watchdog process: `node watchdog.js --qmp SOCKET --lease FILE --max-pause-ms N
+ * [--vm NAME --lease-resumes FILE --clock-lock FILE [--guest-agent SOCKET]]`.
  * Started detached by the QEMU driver beside every QEMU process, on that process's watchdog
  * monitor; it runs {@link ResumeWatchdog} until the process exits, and logs NDJSON to stdout
  * (the driver points stdout at `g<N>/watchdog.log`). It outlives the driver and the agent: that is
- * its purpose.
+ * its purpose. After each resume of its own it resynchronises the guest clock through the guest
+ * agent and records the resume and the residual in `--lease-resumes` (see `guest-clock.ts`), where
+ * the agent that adopts the VM reads them.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { QmpClient } from '../../qmp/index.js';
+import { QmpClient, preciseWallClock } from '../../qmp/index.js';
+import type { LeaseResume } from '../driver.js';
+import { recordLeaseResume, resyncAfterLease } from './guest-clock.js';
 import { readLease } from './internal/layout.js';
 import { ResumeWatchdog, type WatchdogLogEntry } from './resume-watchdog.js';
 
@@ -36,6 +41,10 @@ async function main(): Promise<void> {
       qmp: { type: 'string' },
       lease: { type: 'string' },
       'max-pause-ms': { type: 'string' },
+      vm: { type: 'string' },
+      'lease-resumes': { type: 'string' },
+      'clock-lock': { type: 'string' },
+      'guest-agent': { type: 'string' },
     },
     strict: true,
   });
@@ -46,7 +55,43 @@ async function main(): Promise<void> {
     throw new Error('usage: watchdog --qmp SOCKET --lease FILE --max-pause-ms N');
   }
   const qmp = await connect(qmpPath);
-  const watchdog = new ResumeWatchdog({ qmp, readLease: () => readLease(leasePath), maxPauseMs, log });
+  const vm = values.vm;
+  const recordPath = values['lease-resumes'];
+  const lockPath = values['clock-lock'];
+  const guestAgentPath = values['guest-agent'];
+  // Started by an older driver (no --vm): it resumes, and the adopting agent resynchronises.
+  const afterResume =
+    vm === undefined || recordPath === undefined || lockPath === undefined
+      ? undefined
+      : async ({ pausedSince, resumedAt }: { pausedSince: number; resumedAt: number }): Promise<void> => {
+          const entry =
+            guestAgentPath === undefined
+              ? await recordWithoutAgent({ vm, recordPath, pausedAt: pausedSince, resumedAt })
+              : await resyncAfterLease({
+                  vm,
+                  guestAgentPath,
+                  lockPath,
+                  recordPath,
+                  pausedAt: pausedSince,
+                  resumedAt,
+                  clock: preciseWallClock,
+                });
+          log({
+            at: Date.now(),
+            event: 'clock-resync',
+            offsetBeforeMs: entry.clock?.offsetBeforeMs ?? null,
+            residualMs: entry.clock?.residualMs ?? null,
+            roundTripMs: entry.clock?.roundTripMs ?? null,
+            error: entry.clockError,
+          });
+        };
+  const watchdog = new ResumeWatchdog({
+    qmp,
+    readLease: () => readLease(leasePath),
+    maxPauseMs,
+    log,
+    ...(afterResume === undefined ? {} : { afterResume }),
+  });
   const stop = (): void => {
     void watchdog.stop();
   };
@@ -54,6 +99,27 @@ async function main(): Promise<void> {
   process.once('SIGINT', stop);
   watchdog.start();
   await watchdog.done;
+}
+
+/** A VM without a guest agent: its resume is recorded, its clock cannot be reached. */
+function recordWithoutAgent(options: {
+  vm: string;
+  recordPath: string;
+  pausedAt: number;
+  resumedAt: number;
+}): Promise<LeaseResume> {
+  const entry: LeaseResume = {
+    vm: options.vm,
+    pausedAt: options.pausedAt,
+    resumedAt: options.resumedAt,
+    clock: null,
+    clockError: {
+      code: 'UNREACHABLE',
+      message: `VM ${options.vm} has no guest agent: its clock was not resynchronised`,
+    },
+  };
+  recordLeaseResume(options.recordPath, entry);
+  return Promise.resolve(entry);
 }
 
 main().then(

@@ -2,27 +2,29 @@ import { setMaxListeners } from 'node:events';
 import { IntermissionError, coerceError } from '../../domain/index.js';
 import type { VmCapabilities } from '../../domain/rollout/index.js';
 import { resyncGuestClock } from '../clock-sync.js';
-import type {
-  ApplyHostUpdateOptions,
-  ApplyHostUpdateResult,
-  DriverCapabilities,
-  DriverCapabilityFlag,
-  GuestTimeResult,
-  HypervisorDriver,
-  OperationOptions,
-  PauseOptions,
-  PauseResult,
-  RebootOptions,
-  RebootResult,
-  ResumeResult,
-  ResyncClockOptions,
-  ResyncClockResult,
-  SetGuestTimeOptions,
-  SetGuestTimeResult,
-  SwapVmmOptions,
-  SwapVmmResult,
-  VmOperationOptions,
-  VmRuntimeInfo,
+import {
+  LEASE_RESUMES_KEPT,
+  type ApplyHostUpdateOptions,
+  type ApplyHostUpdateResult,
+  type DriverCapabilities,
+  type DriverCapabilityFlag,
+  type GuestTimeResult,
+  type HypervisorDriver,
+  type LeaseResume,
+  type OperationOptions,
+  type PauseOptions,
+  type PauseResult,
+  type RebootOptions,
+  type RebootResult,
+  type ResumeResult,
+  type ResyncClockOptions,
+  type ResyncClockResult,
+  type SetGuestTimeOptions,
+  type SetGuestTimeResult,
+  type SwapVmmOptions,
+  type SwapVmmResult,
+  type VmOperationOptions,
+  type VmRuntimeInfo,
 } from '../driver.js';
 import { operationError, withDetails, type DriverErrorReason } from '../errors.js';
 import { GuestClock } from './internal/guest-clock.js';
@@ -291,6 +293,13 @@ export class SimDriver implements HypervisorDriver {
     return resyncGuestClock({ ...options, driver: this, clock: this.#state.time });
   }
 
+  async leaseResumes(options: VmOperationOptions): Promise<readonly LeaseResume[]> {
+    const call = this.#begin('leaseResumes', options);
+    const vm = this.#vm(call);
+    await vm.leaseResync;
+    return Object.freeze([...vm.leaseResumes]);
+  }
+
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
@@ -428,14 +437,34 @@ export class SimDriver implements HypervisorDriver {
           }
           if (vm.state !== 'paused') return;
           vm.leaseTimer = null;
-          const pausedMs = vm.startVcpus(time.now());
+          const resumedAt = time.now();
+          const pausedMs = vm.startVcpus(resumedAt);
           vm.state = 'running';
           this.#state.record({ kind: 'resumed', vm: vm.name, pausedMs, byLease: true });
+          vm.leaseResync = this.#leaseResync(vm, pausedAt, resumedAt);
         },
         () => undefined,
       );
     };
     check(leaseUntil - pausedAt);
+  }
+
+  /**
+   * What the QEMU watchdog does after its resume: the guest clock resynchronised through a
+   * connection of the host's own (this one may be closed, like an agent that died), the result kept.
+   */
+  async #leaseResync(vm: VmRecord, pausedAt: number, resumedAt: number): Promise<void> {
+    let clock: ResyncClockResult | null = null;
+    let clockError: LeaseResume['clockError'] = null;
+    try {
+      clock = await new SimDriver(this.#state).resyncClock({ vm: vm.name });
+    } catch (error) {
+      const e = coerceError(error);
+      clockError = { code: e.code, message: e.message };
+    }
+    vm.leaseResumes.push(Object.freeze({ vm: vm.name, pausedAt, resumedAt, clock, clockError }));
+    vm.leaseResumes.splice(0, Math.max(0, vm.leaseResumes.length - LEASE_RESUMES_KEPT));
+    vm.leaseResync = null;
   }
 
   #kill(vm: VmRecord): void {

@@ -1,5 +1,5 @@
-import { IntermissionError } from '../../domain/index.js';
-import { PLAN_FORMAT_VERSION, type Plan } from '../../domain/rollout/index.js';
+import { IntermissionError, isRenderableTime } from '../../domain/index.js';
+import { PLAN_FORMAT_VERSION, planTimeProblem, type Plan } from '../../domain/rollout/index.js';
 import {
   ROLLOUT_STATUSES,
   STEP_STATUSES,
@@ -38,11 +38,37 @@ function intOrNull(value: number | null): number | null {
 /** Rollout rows (the plan is in its own table, decoded once per rollout and cached by the store). */
 export type RolloutRowHead = RolloutsTable;
 
+/**
+ * Encodes a new rollout. Refuses (STORE_FAILURE, not retryable) a plan with a time no client could
+ * render: the planner refuses such plans already, and one stored would never render nor finish.
+ */
 export function encodeRollout(r: RolloutRecord): { head: RolloutsTable; plan: RolloutPlansTable } {
+  const problem = planTimeProblem(r.plan);
+  if (problem !== null) {
+    throw new IntermissionError('STORE_FAILURE', `cannot store rollout ${r.id}: ${problem}`, {
+      retryable: false,
+      details: { rollout: r.id, problem },
+    });
+  }
   return { head: encodeRolloutHead(r), plan: { rollout_id: r.id, plan: JSON.stringify(r.plan) } };
 }
 
+/** Encodes a rollout's head. Refuses (STORE_FAILURE, not retryable) a time no client could render. */
 export function encodeRolloutHead(r: RolloutRecord): RolloutRowHead {
+  const times = {
+    createdAt: r.createdAt,
+    updatedAt: r.updatedAt,
+    wavePublishedAt: r.wavePublishedAt,
+    settleUntil: r.settleUntil,
+  };
+  for (const [field, t] of Object.entries(times)) {
+    if (t !== null && !isRenderableTime(Math.round(t))) {
+      throw new IntermissionError('STORE_FAILURE', `cannot store rollout ${r.id}: ${field} ${t} is not a time`, {
+        retryable: false,
+        details: { rollout: r.id, field, value: t },
+      });
+    }
+  }
   return {
     id: r.id,
     status: r.status,

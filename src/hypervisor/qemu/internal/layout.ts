@@ -7,6 +7,8 @@
  * ```
  * <runDir>/<vm>/vm.json           VmRecordFile: the spec, the current process, a swap under way
  * <runDir>/<vm>/lease.json        LeaseFile: the resume lease of the current pause
+ * <runDir>/<vm>/lease-resumes.json  the pauses the watchdog ended, each with its clock resync
+ * <runDir>/<vm>/clock.lock        held by whoever resynchronises the guest clock (driver or watchdog)
  * <runDir>/<vm>/serial.log        serial console of every process of the VM, appended to
  * <runDir>/<vm>/metadata.sock     default metadata channel (served by the host agent)
  * <runDir>/<vm>/g<N>/qmp.sock     the driver's monitor of process N
@@ -17,6 +19,7 @@
  * <runDir>/<vm>/g<N>/qemu.log, watchdog.log
  * ```
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IntermissionError } from '../../../domain/index.js';
@@ -102,6 +105,9 @@ export interface VmPaths {
   readonly dir: string;
   readonly record: string;
   readonly lease: string;
+  /** `LeaseResume[]` (see `guest-clock.ts`), newest last. */
+  readonly leaseResumes: string;
+  readonly clockLock: string;
   readonly serialLog: string;
   readonly defaultMetadataSocket: string;
 }
@@ -125,6 +131,8 @@ export function vmPaths(runDir: string, vm: string): VmPaths {
     dir,
     record: join(dir, 'vm.json'),
     lease: join(dir, 'lease.json'),
+    leaseResumes: join(dir, 'lease-resumes.json'),
+    clockLock: join(dir, 'clock.lock'),
     serialLog: join(dir, 'serial.log'),
     defaultMetadataSocket: join(dir, 'metadata.sock'),
   };
@@ -155,10 +163,13 @@ export function checkSocketPath(path: string): void {
   }
 }
 
-/** Writes JSON atomically (a temporary file renamed over the target). */
+/**
+ * Writes JSON atomically (a temporary file renamed over the target). The temporary name is
+ * unguessable and opened with O_EXCL (`wx`), so a symlink planted there is never written through.
+ */
 export function writeJsonAtomic(path: string, value: unknown): void {
-  const temporary = `${path}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(value, null, 2)}\n`);
+  const temporary = `${path}.${process.pid}.${randomBytes(8).toString('hex')}.tmp`;
+  writeFileSync(temporary, `${JSON.stringify(value, null, 2)}\n`, { flag: 'wx', mode: 0o600 });
   renameSync(temporary, path);
 }
 

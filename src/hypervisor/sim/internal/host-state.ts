@@ -1,6 +1,12 @@
 import { IntermissionError } from '../../../domain/index.js';
 import type { VmCapabilities } from '../../../domain/rollout/index.js';
-import { driverCapabilities, type DriverCapabilities, type VmRuntimeInfo, type VmState } from '../../driver.js';
+import {
+  driverCapabilities,
+  type DriverCapabilities,
+  type LeaseResume,
+  type VmRuntimeInfo,
+  type VmState,
+} from '../../driver.js';
 import {
   DEFAULT_OPERATION_TIMEOUT_MS,
   DEFAULT_SIM_TIMINGS,
@@ -41,6 +47,10 @@ export class VmRecord {
   pausedSince: number | null = null;
   /** The hypervisor-level resume lease of the current pause (`pause({ leaseUntil })`), if armed. */
   leaseTimer: AbortController | null = null;
+  /** Pauses the hypervisor-level lease ended, with the clock resync after each, oldest first. */
+  readonly leaseResumes: LeaseResume[] = [];
+  /** The lease's clock resync under way, if any. */
+  leaseResync: Promise<void> | null = null;
   bootCount: number;
   clock: GuestClock;
   pauseCount = 0;

@@ -2,6 +2,7 @@ import { migration000001 } from './000001-events-and-scopes.js';
 import { migration000002 } from './000002-rollouts.js';
 import { migration000003 } from './000003-rollout-plans.js';
 import { migration000004 } from './000004-retire-unreadable-event-times.js';
+import { migration000005 } from './000005-retire-unrenderable-rollouts.js';
 import type { SqliteMigration } from './migration.js';
 
 export type { SqliteMigration } from './migration.js';
@@ -12,6 +13,7 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([
   migration000002,
   migration000003,
   migration000004,
+  migration000005,
 ]);
 
 /** The schema version this build writes: the version of its last migration. */
