@@ -73,23 +73,31 @@ function inputAt(batch: readonly Sent[], at: number): Sent | undefined {
 }
 
 /**
- * Whether the bytes of `s` name the event `id`: in any case (generators also send lower-case
- * ids), and across chunk boundaries (a chunked body splits an id with `\r\n<size>\r\n`).
+ * Whether the bytes of `s` mention `text`: in any case (generators also send lower-case ids), and
+ * across chunk boundaries (a chunked body splits a word with `\r\n<size>\r\n`).
  */
+function mentions(s: Sent, text: string): boolean {
+  const bytes = s.input.bytes.toString('latin1').toUpperCase();
+  const wanted = text.toUpperCase();
+  return bytes.includes(wanted) || bytes.replace(/\r\n[0-9A-F]+(;[^\r]*)?\r\n/g, '').includes(wanted);
+}
+
+/** Whether the bytes of `s` name the event `id`. */
 function names(s: Sent, id: string): boolean {
-  const text = s.input.bytes.toString('latin1').toUpperCase();
-  const wanted = id.toUpperCase();
-  return text.includes(wanted) || text.replace(/\r\n[0-9A-F]+(;[^\r]*)?\r\n/g, '').includes(wanted);
+  return mentions(s, id);
 }
 
 /**
  * Whether `s` could have created `e`: a control-API input of its owner (a tenant's events are
- * owned `drill:tenant:<name>`, an operator's `drill:<token name>`), or of nobody known.
+ * owned `drill:tenant:<name>`, an operator's `drill:<token name>`) whose bytes name the event's
+ * type and VMs, or one of nobody known.
  */
 function mayCreate(s: Sent, e: EventRow | undefined): boolean {
   if (s.input.actor.kind !== 'control') return false;
   const p = s.input.actor.principal;
   if (p === undefined || e === undefined) return true;
+  // Its body names the event's type and VMs (an input that does not could not have asked for it).
+  if (!mentions(s, e.type) || !e.resources.every((vm) => mentions(s, vm))) return false;
   return p.role === 'tenant' ? e.owner === `drill:tenant:${p.name}` : !e.owner.startsWith('drill:tenant:');
 }
 

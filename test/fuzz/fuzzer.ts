@@ -277,6 +277,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       const batch: Sent[] = [];
       let crashed = false;
       const parked: Promise<void>[] = [];
+      const giveUp = new AbortController();
       const end = Math.min(options.inputs, done + batchSize);
       for (let i = done; i < end; i++) {
         const useMetadata = random.next() < 0.55;
@@ -286,7 +287,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         if (input.surface === 'metadata') await pacer.take(input.vm ?? '');
         const sentAt = Date.now();
         const port = input.surface === 'metadata' ? (t.metadataPorts.get(input.vm ?? '') ?? 0) : t.controlPort;
-        const pending = sendRaw({ port, bytes: input.bytes, delivery: input.delivery, timeoutMs: ANSWER_TIMEOUT_MS });
+        const pending = sendRaw({
+          port,
+          bytes: input.bytes,
+          delivery: input.delivery,
+          timeoutMs: ANSWER_TIMEOUT_MS,
+          signal: giveUp.signal,
+        });
         // An input still unanswered after PARK_AFTER_MS is parked: its answer is awaited in the
         // background (up to ANSWER_TIMEOUT_MS) while the next inputs go.
         const quick = await Promise.race([pending, sleep(PARK_AFTER_MS).then(() => undefined)]);
@@ -305,7 +312,9 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
             record('odd-spelling-served', i, input, status, `served the document for ${input.oddSpelling}`);
           }
           const rejected = result.status === undefined || result.status >= 400;
-          return { index: i, input, status, rejected, sentAt, doneAt: Date.now(), ...(parked ? { parked } : {}) };
+          // Given up at the batch's end: its window stays open until the state is read.
+          const doneAt = giveUp.signal.aborted && result.status === undefined ? Number.POSITIVE_INFINITY : Date.now();
+          return { index: i, input, status, rejected, sentAt, doneAt, ...(parked ? { parked } : {}) };
         };
         done = i + 1;
         if (quick === undefined) {
@@ -331,6 +340,11 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
           break;
         }
       }
+      // Parked inputs still unanswered are given up (closed) rather than waited for: their windows
+      // stay open, so whatever they could have made is replayed (the replay waits the full 2 s).
+      // (A last grace of 250 ms lets a trickled input finish sending.)
+      if (parked.length > 0) await Promise.race([Promise.all(parked), sleep(250)]);
+      giveUp.abort();
       await Promise.all(parked);
       // A moment's grace after an input that got no answer, for a fatal write to be seen.
       if (!crashed && batch[batch.length - 1]?.rejected === true) await sleep(50);
