@@ -22,8 +22,10 @@ export interface EventRow {
   readonly notBefore: string;
   readonly durationInSeconds: number;
   readonly description: string;
+  readonly createdAt: string;
   readonly approvedAt: string | null;
   readonly approvedBy: string | null;
+  readonly removedAt: string | null;
   readonly removalReason: string | null;
 }
 

@@ -4,43 +4,39 @@
  * is the server's own. The control API takes port 0; the metadata listeners take a run of
  * consecutive free ports found just before the start (`up` gives VM n the port base+n).
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { Proc, type Random } from '../crash/harness.js';
 
-/** The fuzz fleet: a 6-VM set over 3 UDs, a 4-VM set over 2 UDs, three standalone VMs. */
+/**
+ * The fuzz fleet: a 10-VM set over 3 UDs, an 8-VM set over 2 UDs, six standalone VMs. 24 VMs, so
+ * that metadata inputs spread over 24 listeners: each allows a guest 5 requests/s (burst 10), and
+ * the fuzzer keeps to 4/s per VM, so the metadata side can take about 96 inputs/s unthrottled.
+ */
+const SOLOS = ['a', 'b', 'c', 'd', 'e', 'f'] as const;
+const HOSTS = ['h0', 'h1', 'h2'] as const;
+const hostOf = (i: number): string => HOSTS[i % HOSTS.length] ?? 'h0';
 export const FUZZ_FLEET = {
-  hosts: [{ name: 'h0' }, { name: 'h1' }, { name: 'h2' }],
+  hosts: HOSTS.map((name) => ({ name })),
   availabilitySets: [
     { name: 'web', updateDomains: 3, faultDomains: 2 },
     { name: 'db', updateDomains: 2, faultDomains: 2 },
   ],
   vms: [
-    { name: 'web_0', host: 'h0', availabilitySet: 'web' },
-    { name: 'web_1', host: 'h1', availabilitySet: 'web' },
-    { name: 'web_2', host: 'h2', availabilitySet: 'web' },
-    { name: 'web_3', host: 'h0', availabilitySet: 'web' },
-    { name: 'web_4', host: 'h1', availabilitySet: 'web' },
-    { name: 'web_5', host: 'h2', availabilitySet: 'web' },
-    { name: 'db_0', host: 'h0', availabilitySet: 'db' },
-    { name: 'db_1', host: 'h1', availabilitySet: 'db' },
-    { name: 'db_2', host: 'h2', availabilitySet: 'db' },
-    { name: 'db_3', host: 'h0', availabilitySet: 'db' },
-    { name: 'solo_a', host: 'h0' },
-    { name: 'solo_b', host: 'h1' },
-    { name: 'solo_c', host: 'h2' },
-  ],
-} as const;
-
-export type VmName = (typeof FUZZ_FLEET.vms)[number]['name'];
+    ...Array.from({ length: 10 }, (_, i) => ({ name: `web_${i}`, host: hostOf(i), availabilitySet: 'web' })),
+    ...Array.from({ length: 8 }, (_, i) => ({ name: `db_${i}`, host: hostOf(i), availabilitySet: 'db' })),
+    ...SOLOS.map((x, i) => ({ name: `solo_${x}`, host: hostOf(i) })),
+  ] as readonly { readonly name: string; readonly host: string; readonly availabilitySet?: string }[],
+};
 
 /** The scope of a VM as the service names it (`set:<name>` or `vm:<name>`). */
 export function scopeOfVm(vm: string): string {
   const found = FUZZ_FLEET.vms.find((v) => v.name === vm);
   if (!found) return `vm:${vm}`;
-  return 'availabilitySet' in found ? `set:${found.availabilitySet}` : `vm:${found.name}`;
+  return found.availabilitySet !== undefined ? `set:${found.availabilitySet}` : `vm:${found.name}`;
 }
 
 /** Every scope and the VMs in it. */
@@ -55,7 +51,7 @@ export const SCOPES: ReadonlyMap<string, readonly string[]> = (() => {
 
 /** The tenants the fuzzer speaks for: one owns a whole set, one a mix, one a single VM. */
 export const TENANTS: readonly { readonly name: string; readonly vms: readonly string[] }[] = [
-  { name: 'tenant-web', vms: ['web_0', 'web_1', 'web_2', 'web_3', 'web_4', 'web_5'] },
+  { name: 'tenant-web', vms: FUZZ_FLEET.vms.filter((v) => v.availabilitySet === 'web').map((v) => v.name) },
   { name: 'tenant-mix', vms: ['db_0', 'db_1', 'solo_a'] },
   { name: 'tenant-solo', vms: ['solo_b'] },
 ];
@@ -133,10 +129,16 @@ export async function fuzzDir(): Promise<string> {
 
 /**
  * Starts `intermission up` over the fuzz fleet in `dir` (state in `<dir>/<stateName>`), issues a
- * token per tenant, and returns when every listener answers. Retries with other ports when the
+ * token per tenant (unless `tenants` says whose tokens the state already holds: a replay on a
+ * checkpoint), and returns when every listener answers. Retries with other ports when the
  * chosen run was taken in between.
  */
-export async function startTarget(dir: string, stateName: string, random: Random): Promise<Target> {
+export async function startTarget(
+  dir: string,
+  stateName: string,
+  random: Random,
+  options: { tenants?: readonly Principal[] } = {},
+): Promise<Target> {
   const count = FUZZ_FLEET.vms.length;
   const stateDir = join(dir, stateName);
   for (let attempt = 0; ; attempt++) {
@@ -162,8 +164,8 @@ export async function startTarget(dir: string, stateName: string, random: Random
       const controlPort = Number(control[1]);
       const { token } = JSON.parse(await readFile(join(stateDir, 'control.json'), 'utf8')) as { token: string };
       const operator: Principal = { role: 'operator', name: 'operator', vms: [], token };
-      const tenants: Principal[] = [];
-      for (const t of TENANTS) {
+      const tenants: Principal[] = [...(options.tenants ?? [])];
+      for (const t of options.tenants ? [] : TENANTS) {
         const res = await controlJson<{ token: string }>(controlPort, token, 'POST', '/v1/tokens', {
           tenant: t.name,
           vms: t.vms,
@@ -196,4 +198,26 @@ export async function removeDir(dir: string): Promise<void> {
     return;
   }
   await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Copies the state of a running server to `dest`, for a replay on a fresh server: the database
+ * through SQLite's online backup (consistent while the server writes), the other files (tokens,
+ * control.json with the operator token, attestation key, agent journals) as they are. A server
+ * started on the copy has the same events, ids, incarnations and tokens, so the same bytes mean
+ * the same to it.
+ */
+export async function checkpointState(stateDir: string, dest: string): Promise<void> {
+  await rm(dest, { recursive: true, force: true });
+  await mkdir(dest, { recursive: true, mode: 0o700 });
+  for (const name of await readdir(stateDir)) {
+    if (name.startsWith('intermission.db')) continue;
+    await cp(join(stateDir, name), join(dest, name), { recursive: true });
+  }
+  const db = new Database(join(stateDir, 'intermission.db'), { readonly: true, fileMustExist: true });
+  try {
+    await db.backup(join(dest, 'intermission.db'));
+  } finally {
+    db.close();
+  }
 }

@@ -35,6 +35,8 @@ export interface SendOptions {
   readonly timeoutMs?: number;
   /** How long to keep draining after the status line when the server does not close. Default 300 ms. */
   readonly drainMs?: number;
+  /** Gives up waiting when aborted (as a timeout; the connection is closed). */
+  readonly signal?: AbortSignal;
 }
 
 const HEAD_LIMIT = 2048;
@@ -49,14 +51,18 @@ export function sendRaw(options: SendOptions): Promise<WireResult> {
     let status: number | undefined;
     let settled = false;
     const timers: NodeJS.Timeout[] = [];
+    const onAbort = (): void => finish('timeout');
     const finish = (outcome: WireResult['outcome']): void => {
       if (settled) return;
       settled = true;
       for (const t of timers) clearTimeout(t);
+      options.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       resolve({ status, outcome: status === undefined ? outcome : 'answered', head, ms: Date.now() - started });
     };
     timers.push(setTimeout(() => finish('timeout'), options.timeoutMs ?? 10_000));
+    if (options.signal?.aborted) finish('timeout');
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('data', (chunk: Buffer) => {
       if (head.length < HEAD_LIMIT) head += chunk.toString('latin1').slice(0, HEAD_LIMIT - head.length);
       if (status === undefined) {
