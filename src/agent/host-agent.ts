@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
 import { IntermissionError, coerceError } from '../domain/index.js';
 import { STEP_KINDS, isStepKindName, type VmCapabilities } from '../domain/rollout/index.js';
-import type { HypervisorDriver } from '../hypervisor/index.js';
+import type { HypervisorDriver, ResumeResult } from '../hypervisor/index.js';
 import type { SimTime } from '../hypervisor/sim/index.js';
 import { adoptHost, type AdoptionClockInfo, type ClockFields } from './adoption.js';
 import { compactedStatus, requestDigest, type AgentJournal } from './journal.js';
@@ -292,6 +292,38 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
     const leases = new Map<string, { deadline: number; stop: AbortController; done: Promise<void> }>();
     const paused: VmInStep[] = [];
     try {
+      await this.#pauseApplyResume(request, vms, results, { applyAbort, leases, paused });
+    } finally {
+      // Invariant 4, whatever happened to the update: every VM that was paused and runs again (its
+      // own resume, or its lease's) has its clock resynchronised and the residual recorded. An
+      // update that failed or was cut short must not leave a guest behind by its pause.
+      for (const vm of paused) {
+        const outcome = results.get(vm.name)?.outcome;
+        if (outcome !== 'ok' && outcome !== 'lease-resumed') continue;
+        await this.#vmOp(results, vm, async () => ({
+          outcome: 'ok',
+          ...(await this.#resync(vm.name, request.maxClockResidualMs)),
+        }));
+      }
+    }
+  }
+
+  /** The pause, apply and resume of {@link #freezeApplyResume}, which resynchronises afterwards. */
+  async #pauseApplyResume(
+    request: HostStepRequest,
+    vms: readonly VmInStep[],
+    results: Map<string, VmStepResult>,
+    {
+      applyAbort,
+      leases,
+      paused,
+    }: {
+      readonly applyAbort: AbortController;
+      readonly leases: Map<string, { deadline: number; stop: AbortController; done: Promise<void> }>;
+      readonly paused: VmInStep[];
+    },
+  ): Promise<void> {
+    try {
       for (const vm of vms) {
         const ok = await this.#vmOp(results, vm, async () => {
           // The hypervisor's own lease (a watchdog outside this process) is the backstop should this
@@ -307,7 +339,11 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
               // The budget is running out: resume regardless of the update, then stop the update.
               let resumedAt: number;
               try {
-                ({ resumedAt } = await this.#resumeRetrying(vm.name, deadline + this.#margin(vm)));
+                resumedAt = await this.#resumedAt(
+                  vm.name,
+                  pausedAt,
+                  await this.#resumeRetrying(vm.name, deadline + this.#margin(vm)),
+                );
               } catch (error) {
                 // Not even retries resumed it: the hypervisor's lease is left to (see pause above).
                 // Never a rejection nobody awaits yet: that would end the agent's process.
@@ -361,7 +397,8 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         if (results.get(vm.name)?.outcome !== 'lease-resumed') {
           const pausedAt = results.get(vm.name)?.pausedAt ?? null;
           const resumed = await this.#vmOp(results, vm, async () => {
-            const { resumedAt } = await this.#resumeRetrying(vm.name, lease.deadline);
+            const result = await this.#resumeRetrying(vm.name, lease.deadline);
+            const resumedAt = pausedAt === null ? result.resumedAt : await this.#resumedAt(vm.name, pausedAt, result);
             const since = pausedAt ?? resumedAt;
             return { outcome: 'ok', pausedAt: since, resumedAt, pauseMs: resumedAt - since };
           });
@@ -372,20 +409,28 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         await lease.done;
       }
     }
-    for (const vm of paused) {
-      if (results.get(vm.name)?.outcome !== 'ok') continue;
-      await this.#vmOp(results, vm, async () => ({
-        outcome: 'ok',
-        ...(await this.#resync(vm.name, request.maxClockResidualMs)),
-      }));
-    }
+  }
+
+  /**
+   * When a VM paused at `pausedAt` ran again. A resume that found it running already was beaten by
+   * the hypervisor's lease (this agent was frozen or late): the lease's record has the real time,
+   * which the agent's own clock reading would overstate by however late it was.
+   */
+  async #resumedAt(vm: string, pausedAt: number, result: ResumeResult): Promise<number> {
+    if (!result.alreadyRunning) return result.resumedAt;
+    const leased = (await this.#driver.leaseResumes({ vm }).catch(() => [])).filter(
+      (r) => r.pausedAt >= pausedAt - 1 && r.resumedAt >= pausedAt && r.resumedAt <= result.resumedAt,
+    );
+    return leased.at(-1)?.resumedAt ?? result.resumedAt;
   }
 
   /** Resynchronises a VM's clock; tries once more when the residual is above the bound. */
   async #resync(vm: string, maxResidualMs: number | undefined): Promise<ClockFields> {
     if (!this.#driver.capabilities.guestClock)
       return { clockOffsetMs: null, clockResidualMs: null, clockRoundTripMs: null };
-    const first = await this.#driver.resyncClock({ vm });
+    // A resync cut off (the agent frozen mid-call, a guest agent busy) is tried once more: the
+    // guest's clock must not stay behind by its pause for want of a second attempt.
+    const first = await this.#driver.resyncClock({ vm }).catch(() => this.#driver.resyncClock({ vm }));
     const last =
       maxResidualMs !== undefined && Math.abs(first.residualMs) > maxResidualMs
         ? await this.#driver.resyncClock({ vm })
@@ -401,7 +446,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
    * Resumes a VM, trying again every 50 ms until it runs or `until` has passed. A resume that
    * fails once (a busy monitor, a transient error) must not leave a VM paused.
    */
-  async #resumeRetrying(vm: string, until: number): Promise<{ resumedAt: number }> {
+  async #resumeRetrying(vm: string, until: number): Promise<ResumeResult> {
     for (;;) {
       try {
         return await this.#driver.resume({ vm });

@@ -14,6 +14,7 @@ import {
   type HostStepStatus,
   type VmStepResult,
 } from '../../src/agent/index.js';
+import type { HypervisorDriver, ResumeResult } from '../../src/hypervisor/index.js';
 import { SimHost, VirtualTime, type SimFault } from '../../src/hypervisor/sim/index.js';
 import { KEEP_FINISHED } from '../../src/agent/journal.js';
 
@@ -169,6 +170,73 @@ describe('HostAgent on the simulator', () => {
       sim.vms().every((v) => v.state === 'running'),
       'no VM is left paused',
     );
+  });
+
+  it('resynchronises the clocks of VMs resumed after a failed update and of a VM its lease resumed', async () => {
+    // Crash trials on QEMU: an update command that failed (or was killed) left the guests behind by
+    // their pause, because the resync ran only after a successful update. Likewise a VM resumed by
+    // the agent's own lease.
+    for (const fault of [
+      { kind: 'fail', operation: 'applyHostUpdate' },
+      { kind: 'hang', operation: 'applyHostUpdate' },
+    ] as const) {
+      const time = new VirtualTime();
+      const sim = host(time, [fault]);
+      const agent = await HostAgent.start({ driver: sim.connect(), journal: new MemoryJournal(), time });
+      await agent.submit(
+        request({
+          vms: [
+            { name: 'a', path: 'pause', pauseBudgetMs: 8000 },
+            { name: 'b', path: 'pause', pauseBudgetMs: 20_000 },
+          ],
+        }),
+      );
+      const status = await finish(time, agent, 'r1/w0/h1');
+      assert.equal(status.status, 'failed', `${fault.kind}: the step fails`);
+      for (const vm of status.vms) {
+        assert.ok(
+          vm.clockResidualMs !== null && Math.abs(vm.clockResidualMs) <= 50,
+          `${fault.kind}: ${vm.name} (${vm.outcome}) resynchronised, residual ${vm.clockResidualMs}`,
+        );
+        assert.ok(vm.clockOffsetMs !== null && vm.clockOffsetMs < -1000, `${vm.name} was behind by its pause`);
+        assert.ok(Math.abs(sim.vm(vm.name).clockOffsetMs) <= 50, `${fault.kind}: ${vm.name}'s guest clock`);
+      }
+      if (fault.kind === 'hang') assert.equal(status.vms.find((v) => v.name === 'a')?.outcome, 'lease-resumed');
+    }
+  });
+
+  it('a resume beaten by the hypervisor lease records when the lease resumed the VM, not when it looked', async () => {
+    // Crash trials on QEMU: an agent frozen past its lease found the VM running (the watchdog had
+    // resumed it in time) and dated the resume by its own late reading, reporting a budget breach
+    // that did not happen.
+    const time = new VirtualTime();
+    const sim = host(time, [{ kind: 'hang', operation: 'applyHostUpdate' }]);
+    // The agent is frozen from 6.5 s to 9 s into the pause, as its own lease (at 7 s) and the end of
+    // the hung update come due: its resumes reach the host only after the hypervisor's lease (at
+    // 7.5 s) has resumed the VM.
+    const driver = sim.connect();
+    const frozen = { from: time.now() + 6500, until: time.now() + 9000 };
+    const lateResume = async (options: { readonly vm: string }): Promise<ResumeResult> => {
+      const now = time.now();
+      if (now >= frozen.from && now < frozen.until) await time.sleep(frozen.until - now);
+      return driver.resume(options);
+    };
+    const late = new Proxy(driver, {
+      get: (target, prop) => {
+        if (prop === 'resume') return lateResume;
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    }) as HypervisorDriver;
+    const agent = await HostAgent.start({ driver: late, journal: new MemoryJournal(), time });
+    await agent.submit(request({ vms: [{ name: 'a', path: 'pause', pauseBudgetMs: 8000 }] }));
+    const status = await finish(time, agent, 'r1/w0/h1');
+    const a = status.vms.find((v) => v.name === 'a');
+    const [leased] = await driver.leaseResumes({ vm: 'a' });
+    assert.ok(leased, 'the hypervisor lease resumed a');
+    assert.equal(a?.resumedAt, leased.resumedAt, 'the lease’s own time');
+    assert.ok(a.pauseMs !== null && a.pauseMs <= 8000, `a paused ${a.pauseMs} ms, budget 8000`);
+    assert.ok(Math.abs(sim.vm('a').clockOffsetMs) <= 50, 'and its clock resynchronised');
   });
 
   it('retries a failing resume so that no VM stays paused', async () => {
