@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { IntermissionError } from '../domain/index.js';
 
 /**
@@ -138,6 +140,7 @@ export function createLimitedServer(handler: NodeHandler, options: LimitedServer
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.maxConnections = limits.maxConnections;
+  answerClientErrorsInOrder(server);
   // Node answers `Expect: 100-continue` itself unless told otherwise: refuse an oversized body
   // before the client is invited to send it.
   server.on('checkContinue', (incoming: IncomingMessage, outgoing: ServerResponse) => {
@@ -149,6 +152,60 @@ export function createLimitedServer(handler: NodeHandler, options: LimitedServer
     server.emit('request', incoming, outgoing);
   });
   return server;
+}
+
+/** What Node sends for a request it could not parse or that came too slowly (as Node itself words it). */
+function clientErrorResponse(code: string | undefined): string {
+  const status =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? '431 Request Header Fields Too Large'
+      : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+        ? '413 Payload Too Large'
+        : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? '408 Request Timeout'
+          : '400 Bad Request';
+  return `HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`;
+}
+
+/**
+ * Answers a request Node could not parse (or that timed out) after the answer to the request before
+ * it on the same connection, never before. Node's own handler writes its 400 at once and closes the
+ * connection, so a client that sent a whole request and then garbage read "400" for a request that
+ * had been served (a cancel done, reported as refused). Responses go in request order, as HTTP/1.1
+ * pipelining requires; a response that never ends (a live stream) is waited for {@link LINGER_MS}.
+ */
+function answerClientErrorsInOrder(server: Server): void {
+  const inFlight = new WeakMap<Socket, { incoming: IncomingMessage; outgoing: ServerResponse }>();
+  server.on('request', (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    const socket = incoming.socket;
+    const entry = { incoming, outgoing };
+    inFlight.set(socket, entry);
+    outgoing.once('close', () => {
+      if (inFlight.get(socket) === entry) inFlight.delete(socket);
+    });
+  });
+  server.on('clientError', (error: NodeJS.ErrnoException, duplex: Duplex) => {
+    const socket = duplex as Socket;
+    const answer = (): void => {
+      if (socket.writable && !socket.destroyed) socket.write(clientErrorResponse(error.code));
+      socket.destroy();
+    };
+    const pending = inFlight.get(socket);
+    // The error is in a request that came whole before it and is still being answered: its answer
+    // goes first. Otherwise (the request in error is the one in flight, or nothing is), answer as
+    // Node does: only where nothing was written yet, since a reply half-sent cannot be followed.
+    if (pending !== undefined && pending.incoming.complete && !pending.outgoing.writableFinished) {
+      const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+      timer.unref();
+      pending.outgoing.once('close', () => {
+        clearTimeout(timer);
+        answer();
+      });
+      return;
+    }
+    if (socket.bytesWritten === 0 || pending?.outgoing.writableFinished === true) answer();
+    else socket.destroy();
+  });
 }
 
 /** The declared Content-Length, 0 when there is none (Node has already refused malformed ones). */

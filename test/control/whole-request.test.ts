@@ -51,4 +51,28 @@ describe('a request with a malformed body changes nothing', () => {
       await world.service.cancel([event.eventId]);
     });
   }
+
+  it('a whole request followed by garbage on the same connection: its own answer first, then 400', async () => {
+    // The fuzzer's seed 7, input 875: a complete cancel (Content-Length: 0) and then bytes that are
+    // no request. Node answered the garbage with 400 at once, before the cancel's own 200, and closed
+    // the connection: the client read 400 although the cancel had been done.
+    const event = await world.service.schedule({ type: 'Freeze', resources: ['solo'], owner: 'drill:op' });
+    const socket = await connectRaw(server.address);
+    const transcript = record(socket, 15_000);
+    await write(
+      socket,
+      [
+        `POST /v1/events/${event.eventId}/cancel HTTP/1.1`,
+        'Host: localhost',
+        `Authorization: ${world.auth.authorization}`,
+        'Content-Length: 0',
+        '',
+        '[1,1,1]\r\n\r\n',
+      ].join('\r\n'),
+    );
+    const { text } = await transcript.closed;
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '400'], `answers in request order: ${JSON.stringify(text.slice(0, 200))}`);
+    assert.equal(world.service.get(event.eventId), undefined, 'the whole request was served: cancelled');
+  });
 });
