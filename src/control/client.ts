@@ -2,6 +2,7 @@ import { request as httpRequest } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { readToken } from '../service/agent-token.js';
 import { IntermissionError, type ErrorCode, ERROR_CODES } from '../domain/index.js';
 import { parseAddress, type ListenAddress } from '../service/address.js';
 import { assertTrustedFile } from '../service/private-files.js';
@@ -112,18 +113,8 @@ async function fromControlFile(stateDir: string): Promise<ControlTarget> {
 
 /** The token of a `--token-file`: one line, nothing else. */
 async function readTokenFile(path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new IntermissionError('INVALID_INPUT', `cannot read token file ${path}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-  const token = text.trim();
-  if (token.length === 0 || /\s/.test(token)) {
-    throw new IntermissionError('INVALID_INPUT', `token file ${path} must hold one token on one line`);
-  }
+  const token = await readToken(path);
+  if (token === undefined) throw new IntermissionError('INVALID_INPUT', `cannot read token file ${path}: no such file`);
   return token;
 }
 

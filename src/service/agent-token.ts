@@ -34,7 +34,13 @@ export async function loadAgentToken(path: string): Promise<string> {
   return token;
 }
 
-async function readToken(path: string): Promise<string | undefined> {
+/**
+ * The token a token file holds (one token on one line, nothing else), or undefined where there is no
+ * such file. Shared by the agent's token file and the CLI's `--token-file`.
+ *
+ * @throws IntermissionError `INVALID_INPUT` for a file that cannot be read or holds anything else
+ */
+export async function readToken(path: string): Promise<string | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
