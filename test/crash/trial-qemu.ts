@@ -14,7 +14,7 @@
  *   (`guest-get-time`), against {@link QEMU_MAX_CLOCK_OFFSET_MS}.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
 import { GuestAgentClient } from '../../src/qmp/index.js';
@@ -25,7 +25,7 @@ import {
   beats,
   buildGuest,
   qemuPreflight,
-  testDriverConfig,
+  writeQemuHostConfigs,
 } from '../qemu/qemu-fixture.js';
 import { Cluster, ensureBuilt, type FleetSpec } from './harness.js';
 import type { ObservedPause } from './trial-checks.js';
@@ -71,31 +71,16 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
   const guest = buildGuest();
   // Short and unique: sockets live under it (108 bytes at most), and other runs share /tmp.
   const base = await mkdtemp('/tmp/iq-ct-');
-  const runDirs = new Map(QEMU_TRIAL_FLEET.hosts.map((h) => [h.name, join(base, h.name)]));
-  const patchMarker = (host: string): string => join(base, `patched-${host}.log`);
-  for (const { name: host } of QEMU_TRIAL_FLEET.hosts) {
-    const driver = testDriverConfig(runDirs.get(host) ?? '', guest);
-    await writeFile(
-      join(base, `qemu-${host}.json`),
-      JSON.stringify({
-        runDir: driver.runDir,
-        accel: 'tcg',
-        vmmBuilds: driver.vmmBuilds,
-        defaultVmmVersion: VMM_A,
-        kernel: guest.kernel,
-        initrd: guest.initrd,
-        defaultRamMb: 256,
-        kernelArgs: 'tenant.beat=1',
-        metadataDir: join(base, 'md'),
-        // The host patch: takes its expected time, and leaves a trace only when it ran to its end.
-        hostUpdateCommand: [
-          '/bin/sh',
-          '-c',
-          `sleep "$((INTERMISSION_UPDATE_EXPECTED_MS / 1000))"; echo "$INTERMISSION_UPDATE_ID" >> ${patchMarker(host)}`,
-        ],
-      }),
-    );
-  }
+  const {
+    runDirs,
+    patchLog: patchMarker,
+    configOf,
+    metadataDir,
+  } = await writeQemuHostConfigs({
+    base,
+    hosts: QEMU_TRIAL_FLEET.hosts.map((h) => h.name),
+    guest,
+  });
   let cluster: Cluster;
   try {
     cluster = await Cluster.start({
@@ -103,9 +88,9 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
       fleet: QEMU_TRIAL_FLEET,
       timeScale: TRIAL_TIME_SCALE,
       seed: 1,
-      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', join(base, `qemu-${host}.json`)],
+      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', configOf(host)],
       // A finished event stays listed 10 min / 300 = 2 s: the guests' tenants (polling once a second) see it Started.
-      controllerArgs: ['--metadata-dir', join(base, 'md'), '--linger', '10m'],
+      controllerArgs: ['--metadata-dir', metadataDir, '--linger', '10m'],
       bindMetadata: false,
       agentStartTimeoutMs: 300_000,
     });

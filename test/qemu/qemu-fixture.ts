@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, readSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -200,4 +201,56 @@ export function beats(lines: readonly ObservedLine[]): { atMs: number; n: number
     if (match) out.push({ atMs: line.atMs, n: Number(match[1]), uptime: Number(match[2]) });
   }
   return out;
+}
+
+/** What {@link writeQemuHostConfigs} laid out under its base directory. */
+export interface QemuHostsLayout {
+  /** Each host's QEMU run directory. */
+  readonly runDirs: ReadonlyMap<string, string>;
+  /** The file each host's patch command appends the update id to, once it ran to its end. */
+  readonly patchLog: (host: string) => string;
+  /** Each host's agent config, for `intermission agent --driver qemu --qemu-config <file>`. */
+  readonly configOf: (host: string) => string;
+  /** The metadata channels' directory, shared with the controller (`--metadata-dir`). */
+  readonly metadataDir: string;
+}
+
+/**
+ * Writes one QEMU agent config per host under `base` (TCG, the two test builds, the test guest,
+ * tick beats on the serial console) whose host patch takes its expected time and leaves a trace in
+ * {@link QemuHostsLayout.patchLog} only when it ran to its end.
+ */
+export async function writeQemuHostConfigs(options: {
+  readonly base: string;
+  readonly hosts: readonly string[];
+  readonly guest: TestGuest;
+}): Promise<QemuHostsLayout> {
+  const { base, guest } = options;
+  const runDirs = new Map(options.hosts.map((h) => [h, join(base, h)]));
+  const patchLog = (host: string): string => join(base, `patched-${host}.log`);
+  const configOf = (host: string): string => join(base, `qemu-${host}.json`);
+  const metadataDir = join(base, 'md');
+  for (const host of options.hosts) {
+    const driver = testDriverConfig(runDirs.get(host) ?? '', guest);
+    await writeFile(
+      configOf(host),
+      JSON.stringify({
+        runDir: driver.runDir,
+        accel: 'tcg',
+        vmmBuilds: driver.vmmBuilds,
+        defaultVmmVersion: VMM_A,
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        defaultRamMb: 256,
+        kernelArgs: 'tenant.beat=1',
+        metadataDir,
+        hostUpdateCommand: [
+          '/bin/sh',
+          '-c',
+          `sleep "$((INTERMISSION_UPDATE_EXPECTED_MS / 1000))"; echo "$INTERMISSION_UPDATE_ID" >> ${patchLog(host)}`,
+        ],
+      }),
+    );
+  }
+  return { runDirs, patchLog, configOf, metadataDir };
 }

@@ -34,9 +34,9 @@ import {
   qemuPreflight,
   serialLines,
   sleep,
-  testDriverConfig,
   waitForSerial,
   type ObservedLine,
+  writeQemuHostConfigs,
 } from './qemu-fixture.js';
 
 const preflight = qemuPreflight();
@@ -73,38 +73,18 @@ function start(): Promise<Setup> {
     await ensureBuilt();
     const guest = buildGuest();
     const base = await mkdtemp('/tmp/iq-roll-');
-    const runDirs = new Map(FLEET.hosts.map((h) => [h.name, join(base, h.name)]));
-    const patchLog = (host: string): string => join(base, `patched-${host}.log`);
-    for (const { name: host } of FLEET.hosts) {
-      const driver = testDriverConfig(runDirs.get(host) ?? '', guest);
-      await writeFile(
-        join(base, `qemu-${host}.json`),
-        JSON.stringify({
-          runDir: driver.runDir,
-          accel: 'tcg',
-          vmmBuilds: driver.vmmBuilds,
-          defaultVmmVersion: VMM_A,
-          kernel: guest.kernel,
-          initrd: guest.initrd,
-          defaultRamMb: 256,
-          kernelArgs: 'tenant.beat=1',
-          metadataDir: join(base, 'md'),
-          // The host patch: takes its expected time, and leaves a trace only when it ran to its end.
-          hostUpdateCommand: [
-            '/bin/sh',
-            '-c',
-            `sleep "$((INTERMISSION_UPDATE_EXPECTED_MS / 1000))"; echo "$INTERMISSION_UPDATE_ID" >> ${patchLog(host)}`,
-          ],
-        }),
-      );
-    }
+    const { runDirs, patchLog, configOf, metadataDir } = await writeQemuHostConfigs({
+      base,
+      hosts: FLEET.hosts.map((h) => h.name),
+      guest,
+    });
     const cluster = await Cluster.start({
       name: 'qemu',
       fleet: FLEET,
       timeScale: 60,
       seed: 1,
-      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', join(base, `qemu-${host}.json`)],
-      controllerArgs: ['--metadata-dir', join(base, 'md'), '--linger', '10m'],
+      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', configOf(host)],
+      controllerArgs: ['--metadata-dir', metadataDir, '--linger', '10m'],
       bindMetadata: false,
       agentStartTimeoutMs: 300_000,
     });
