@@ -147,7 +147,10 @@ export function diffState(before: Snapshot, after: Snapshot): Change[] {
   for (const [id, b] of before.events) {
     const a = after.events.get(id);
     if (!a) {
-      if (b.phase !== 'Removed')
+      // An Ended event leaves only when its linger runs out (time's doing: no request removes it, a
+      // cancel takes Scheduled events only), and once Removed it may fall off the history page
+      // like any removed event. Anything else that vanishes is a change.
+      if (b.phase !== 'Removed' && b.phase !== 'Ended')
         changes.push({
           eventId: id,
           scope: b.scope,
