@@ -12,7 +12,7 @@ import {
   openAttestationKey,
   type AttestationSigner,
 } from '../../src/imds/index.js';
-import { INVALID_VERSION_TEXT, META, NEWEST_INSTANCE, fixture, http, json, serve } from './helpers.js';
+import { INVALID_VERSION_TEXT, META, NEWEST_INSTANCE, fixture, http, json, opensslSkip, serve } from './helpers.js';
 
 let dir = '';
 let signer: AttestationSigner;
@@ -25,16 +25,6 @@ after(async () => {
 });
 
 const DOC = '/metadata/attested/document';
-
-const inCi = !!process.env.CI && process.env.CI !== 'false' && process.env.CI !== '0';
-/**
- * The verifier is Debian's openssl. A machine without it skips the checks that need it, saying so;
- * CI installs it (.ci/run), so there a missing openssl is a failure, never a skip.
- */
-const opensslSkip: string | false =
-  inCi || spawnSync('openssl', ['version']).status === 0
-    ? false
-    : 'no openssl on this machine (apt-get install openssl); CI=true makes this a failure';
 
 /** Runs openssl with `args`; the real verifier, not our code, decides. */
 function openssl(args: readonly string[]): { status: number; stdout: string; stderr: string } {
