@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
 import { errorBodySchema, eventListSchema, eventViewSchema, scopeDocumentSchema } from '../../src/control/schemas.js';
-import { serveFetch, type RunningServer } from '../../src/service/http.js';
-import { controlWorld, type ControlWorld } from './helpers.js';
+import type { RunningServer } from '../../src/service/http.js';
+import { controlWorld, serveOnLoopback, type ControlWorld } from './helpers.js';
 
 // Issue 12, items 1 and 10: times and durations are checked at the edge, nothing unreadable is
 // committed, internal messages never reach clients, and an unknown event id is answered without
@@ -15,10 +15,7 @@ let tenant: string;
 
 before(async () => {
   w = await controlWorld();
-  server = await serveFetch(w.app.fetch, { host: '127.0.0.1', port: 0 });
-  const address = server.address;
-  assert.ok('port' in address);
-  base = `http://127.0.0.1:${address.port}`;
+  ({ server, base } = await serveOnLoopback(w));
   tenant = await w.tokens.issue({ role: 'tenant', name: 'acme', vms: ['web_0', 'web_1'] });
 });
 after(async () => {

@@ -12,6 +12,8 @@ import { realTime } from '../../src/hypervisor/sim/index.js';
 import { EventService } from '../../src/service/event-service.js';
 import { startSimHosts } from '../../src/service/sim-hosts.js';
 import { openSqliteStore } from '../../src/store/sqlite/index.js';
+import { serveFetch, type RunningServer } from '../../src/service/http.js';
+import { httpUrl } from '../../src/service/address.js';
 
 /** Two hosts, one set over two update domains, one standalone VM. */
 export function smallFleet(): Fleet {
@@ -75,4 +77,10 @@ export async function controlWorld(options: { readonly live?: LiveHubOptions } =
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Serves a world's control app on a loopback port, as a real client reaches it; `base` is its URL. */
+export async function serveOnLoopback(world: ControlWorld): Promise<{ server: RunningServer; base: string }> {
+  const server = await serveFetch(world.app.fetch, { host: '127.0.0.1', port: 0 });
+  return { server, base: httpUrl(server.address) };
 }

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
 import { errorBodySchema } from '../../src/control/schemas.js';
-import { serveFetch, type RunningServer } from '../../src/service/http.js';
-import { controlWorld, type ControlWorld } from './helpers.js';
+import type { RunningServer } from '../../src/service/http.js';
+import { controlWorld, serveOnLoopback, type ControlWorld } from './helpers.js';
 
 // Issue 12, item 1, for rollouts: every time, duration and count of an update and a policy is
 // checked at the edge. The fuzzer found that `"expectedApplyMs": 1e300` made POST /v1/plans answer
@@ -15,10 +15,7 @@ let base: string;
 
 before(async () => {
   w = await controlWorld();
-  server = await serveFetch(w.app.fetch, { host: '127.0.0.1', port: 0 });
-  const address = server.address;
-  assert.ok('port' in address);
-  base = `http://127.0.0.1:${address.port}`;
+  ({ server, base } = await serveOnLoopback(w));
 });
 after(async () => {
   await server.close();

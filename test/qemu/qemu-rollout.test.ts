@@ -24,6 +24,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
 import { Cluster, Watcher, ensureBuilt, type FleetSpec, type RolloutBody } from '../crash/harness.js';
 import { waveHosts } from '../crash/checks.js';
+import { QEMU_TRIAL_FLEET } from '../crash/trial-qemu.js';
 import {
   SerialWatcher,
   VMM_A,
@@ -41,18 +42,8 @@ import {
 
 const preflight = qemuPreflight();
 
-const FLEET: FleetSpec = {
-  hosts: [{ name: 'qh0' }, { name: 'qh1' }],
-  availabilitySets: [
-    { name: 'web', updateDomains: 2 },
-    { name: 'db', updateDomains: 2 },
-  ],
-  vms: [
-    { name: 'web_0', host: 'qh0', availabilitySet: 'web', updateDomain: 0 },
-    { name: 'db_0', host: 'qh0', availabilitySet: 'db', updateDomain: 0 },
-    { name: 'web_1', host: 'qh1', availabilitySet: 'web', updateDomain: 1 },
-  ],
-};
+/** Two hosts, three guests, two sets of two update domains: the crash trials' fleet, two waves. */
+const FLEET: FleetSpec = QEMU_TRIAL_FLEET;
 const VMS = FLEET.vms.map((v) => v.name);
 const TERMINAL = new Set(['completed', 'halted', 'cancelled', 'failed']);
 
