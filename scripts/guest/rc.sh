@@ -1,7 +1,9 @@
 #!/bin/sh
 # System start-up of the test guest (busybox init runs it once, before the tenant application):
-# file systems, the virtio and e1000 drivers, and the QEMU guest agent on its virtio-serial port.
+# file systems, the tenant arguments (args.sh), the drivers, the data disk at /data, the tenant NIC,
+# and the QEMU guest agent on its virtio-serial port.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+. /etc/args.sh
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -10,7 +12,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
-mkdir -p /run/qga
+mkdir -p /run/qga /data
+collect_args
 
 step() {
   read -r up _ </proc/uptime
@@ -27,15 +30,44 @@ wait_for() {
   done
 }
 
-# The insmod order that works with this kernel (notes/qemu-on-this-machine.md).
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000; do
+# Each module after what it needs (build-guest.sh wrote the order from the kernel's modules.dep).
+while read -r m; do
   insmod "/lib/modules/$m.ko" || echo "RC insmod $m failed"
-done
+done </lib/modules/order
 step modules
 
-for word in $(cat /proc/cmdline); do
-  case $word in tenant.name=*) hostname "${word#tenant.name=}" ;; esac
-done
+name=$(arg tenant.name)
+[ -n "$name" ] && hostname "$name"
+
+# The data disk: the ext4 partition labelled `data`, on virtio-blk (probed as its module loads) or
+# virtio-scsi (whose disks appear asynchronously): waited for only when such a controller exists.
+data=$(findfs LABEL=data 2>/dev/null)
+if [ -z "$data" ] && ls /sys/bus/virtio/drivers/virtio_blk/virtio* /sys/bus/virtio/drivers/virtio_scsi/virtio* >/dev/null 2>&1; then
+  waited=0
+  while [ -z "$data" ] && [ $waited -lt 100 ]; do
+    sleep 0.05
+    waited=$((waited + 1))
+    data=$(findfs LABEL=data 2>/dev/null)
+  done
+fi
+if [ -n "$data" ]; then
+  if mount -t ext4 "$data" /data; then
+    step "data dev=$data"
+  else
+    echo "RC data dev=$data mount failed"
+  fi
+fi
+
+# The tenant NIC (virtio-net on the host's bridge) gets tenant.ip.
+ip=$(arg tenant.ip)
+nic=$(nic_by_driver virtio_net)
+if [ -n "$ip" ] && [ -n "$nic" ]; then
+  ip link set "$nic" up
+  ip addr add "$ip" dev "$nic" || echo "RC net $nic ip=$ip failed"
+  step "net if=$nic ip=$ip"
+elif [ -n "$ip" ]; then
+  echo "RC net ip=$ip: no virtio_net interface"
+fi
 
 # The agent's port appears once virtio_console has probed the device.
 wait_for -e /dev/vport0p1 200 0.05
