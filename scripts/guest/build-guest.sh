@@ -46,13 +46,19 @@ stress=/usr/bin/stress
 [ -x "$stress" ] || die "$stress is missing: apt-get install -y stress"
 command -v cpio >/dev/null || die "cpio is missing: apt-get install -y cpio"
 
-# The modules and, before each, what it needs (modules.dep), in an order insmod can follow. The first
-# ones are the insmod order that works (notes/qemu-on-this-machine.md); then the disk and network
-# drivers of a guest that boots from its disk: virtio-blk, virtio-scsi (and the SCSI disk driver),
-# ext4 (crc32c is a crypto module ext4 asks for by name: loaded explicitly, as there is no modprobe)
-# and virtio-net.
-roots=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000
-  virtio_blk virtio_scsi sd_mod crc32c_generic ext4 virtio_net)
+# The modules and, before each, what it needs (modules.dep), in an order insmod can follow, in
+# groups that rc.sh loads only when the VM has such a device (a guest without a disk boots as fast as
+# before). `base` is the insmod order that works (notes/qemu-on-this-machine.md); then the disk and
+# network drivers of a guest that boots from its disk: virtio-blk, virtio-scsi (and the SCSI disk
+# driver), ext4 (crc32c is a crypto module ext4 asks for by name: loaded explicitly, as there is no
+# modprobe) and virtio-net.
+groups=(
+  "base:virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000"
+  "blk:virtio_blk"
+  "scsi:virtio_scsi sd_mod"
+  "ext4:crc32c_generic ext4"
+  "net:virtio_net"
+)
 declare -A dep_path dep_list
 while IFS=: read -r path deps; do
   name=${path##*/}
@@ -61,21 +67,25 @@ while IFS=: read -r path deps; do
   dep_list[$name]=$deps
 done <"$moddir/modules.dep"
 modules=()
+module_groups=()
 module_paths=()
 declare -A placed
 place() {
-  local m=$1 d dn
+  local group=$1 m=$2 d dn
   [ -n "${placed[$m]:-}" ] && return 0
   [ -n "${dep_path[$m]:-}" ] || die "module $m not found in $moddir/modules.dep"
   placed[$m]=1
   for d in ${dep_list[$m]}; do
     dn=${d##*/}
-    place "${dn%%.ko*}"
+    place "$group" "${dn%%.ko*}"
   done
   modules+=("$m")
+  module_groups+=("$group")
   module_paths+=("$moddir/${dep_path[$m]}")
 }
-for m in "${roots[@]}"; do place "$m"; done
+for g in "${groups[@]}"; do
+  for m in ${g#*:}; do place "${g%%:*}" "$m"; done
+done
 
 # The guest's own programs (scripts/guest): start-up, their shared reading of the tenant arguments,
 # the tenant application, the record writer and the stream server.
@@ -109,7 +119,7 @@ ln -sf bin/busybox "$root/init"
 
 : >"$root/lib/modules/order"
 for i in "${!modules[@]}"; do
-  echo "${modules[$i]}" >>"$root/lib/modules/order"
+  echo "${module_groups[$i]} ${modules[$i]}" >>"$root/lib/modules/order"
   p=${module_paths[$i]}
   dest=$root/lib/modules/${modules[$i]}.ko
   case $p in

@@ -30,11 +30,23 @@ wait_for() {
   done
 }
 
-# Each module after what it needs (build-guest.sh wrote the order from the kernel's modules.dep).
-while read -r m; do
+# The drivers this VM's devices need, each module after what it needs (build-guest.sh wrote the
+# order, in groups, from the kernel's modules.dep): virtio PCI IDs (vendor 1af4), legacy and modern.
+want=" base "
+for dev in /sys/bus/pci/devices/*; do
+  [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
+  case $(cat "$dev/device") in
+    0x1000 | 0x1041) want="$want net " ;;
+    0x1001 | 0x1042) want="$want blk ext4 " ;;
+    0x1004 | 0x1048) want="$want scsi ext4 " ;;
+  esac
+done
+while read -r group m; do
+  case $want in *" $group "*) ;; *) continue ;; esac
   insmod "/lib/modules/$m.ko" || echo "RC insmod $m failed"
 done </lib/modules/order
-step modules
+# shellcheck disable=SC2086
+step modules $want
 
 name=$(arg tenant.name)
 [ -n "$name" ] && hostname "$name"

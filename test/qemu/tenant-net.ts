@@ -32,7 +32,7 @@ export interface TenantNet {
   guestAddress(i: number): string;
   /** A tap name for guest `i` under this network's prefix (`<prefix>t<i>`). */
   tapName(i: number): string;
-  /** Removes the bridge, the veth pair, the namespace and any link left with the prefix. Idempotent. */
+  /** Removes the bridge, the veth pair, the namespace and any tap left named by {@link tapName}. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -78,13 +78,17 @@ export async function createTenantNet(options: { readonly subnet?: number } = {}
   return net;
 }
 
-/** The links of the root namespace whose names start with `prefix`. */
-async function linksWithPrefix(prefix: string): Promise<string[]> {
+/**
+ * The links of the root namespace this network named: `<prefix>br`, `<prefix>v0`, `<prefix>t<n>`
+ * (exactly these, so that another run's links that merely start alike are left alone).
+ */
+async function linksOf(prefix: string): Promise<string[]> {
   const { stdout } = await run('ip', ['-o', 'link', 'show']);
+  const ours = new RegExp(`^${prefix}(br|v0|v1|t\\d+)$`);
   const names: string[] = [];
   for (const line of stdout.split('\n')) {
-    const match = /^\d+:\s+([^:@\s]+)/.exec(line);
-    if (match?.[1]?.startsWith(prefix) === true) names.push(match[1]);
+    const name = /^\d+:\s+([^:@\s]+)/.exec(line)?.[1];
+    if (name !== undefined && ours.test(name)) names.push(name);
   }
   return names;
 }
@@ -93,7 +97,7 @@ async function removeTenantNet(prefix: string): Promise<void> {
   const namespace = `${prefix}ns`;
   // The namespace first: its veth end goes with it, and so does the root end.
   await run('ip', ['netns', 'del', namespace]).catch(() => undefined);
-  for (const name of await linksWithPrefix(prefix)) {
+  for (const name of await linksOf(prefix)) {
     await run('ip', ['link', 'del', name]).catch(() => undefined);
   }
 }
