@@ -33,12 +33,14 @@ wait_for() {
 # The drivers this VM's devices need, each module after what it needs (build-guest.sh wrote the
 # order, in groups, from the kernel's modules.dep): virtio PCI IDs (vendor 1af4), legacy and modern.
 want=" base "
+serial=0
 for dev in /sys/bus/pci/devices/*; do
   [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
   case $(cat "$dev/device") in
     0x1000 | 0x1041) want="$want net " ;;
     0x1001 | 0x1042) want="$want blk ext4 " ;;
     0x1004 | 0x1048) want="$want scsi ext4 " ;;
+    0x1003 | 0x1043) serial=1 ;;
   esac
 done
 while read -r group m; do
@@ -81,11 +83,29 @@ elif [ -n "$ip" ]; then
   echo "RC net ip=$ip: no virtio_net interface"
 fi
 
-# The agent's port appears once virtio_console has probed the device.
-wait_for -e /dev/vport0p1 200 0.05
-step "vport wait=$waited"
-if [ -e /dev/vport0p1 ]; then
-  /usr/sbin/qemu-ga -d -m virtio-serial -p /dev/vport0p1 -t /run/qga -f /run/qga/qemu-ga.pid ||
+# The guest agent's port, found by its name: its number follows the order the virtio devices were
+# probed in (vport0p1 only when the virtio-serial controller comes first). It appears once
+# virtio_console has probed the device, and its name a little later.
+agent_port() {
+  for p in /sys/class/virtio-ports/*; do
+    if [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && [ -e "/dev/${p##*/}" ]; then
+      echo "/dev/${p##*/}"
+      return 0
+    fi
+  done
+  return 1
+}
+port=
+waited=0
+if [ "$serial" = 1 ]; then
+  while ! port=$(agent_port) && [ $waited -lt 200 ]; do
+    sleep 0.05
+    waited=$((waited + 1))
+  done
+fi
+step "vport wait=$waited port=$port"
+if [ -n "$port" ]; then
+  /usr/sbin/qemu-ga -d -m virtio-serial -p "$port" -t /run/qga -f /run/qga/qemu-ga.pid ||
     echo "RC qemu-ga failed to start"
   # At the highest priority, as time daemons run: a clock step lands when qemu-ga runs, and a
   # CPU-bound tenant at the same priority delays it by scheduler ticks. Its daemon child writes
@@ -95,7 +115,7 @@ if [ -e /dev/vport0p1 ]; then
   renice -n -20 -p "$qga" >/dev/null 2>&1 || echo "RC qemu-ga priority unchanged"
   step "qemu-ga nice=$(awk '{ print $19 }' "/proc/$qga/stat" 2>/dev/null)"
 else
-  echo "RC no /dev/vport0p1: no guest agent"
+  echo "RC no org.qemu.guest_agent.0 port: no guest agent"
 fi
 read -r up _ </proc/uptime
 echo "RC ready uptime=$up boot_id=$(cat /proc/sys/kernel/random/boot_id)"

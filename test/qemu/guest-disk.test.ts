@@ -201,6 +201,8 @@ async function watchGuest(vm: Vm, net: TenantNet): Promise<GuestRun> {
   {
     const ready = await waitForLine(vm, /^RC ready uptime=([\d.]+)/, BOOT_MS);
     const bootMs = Date.now() - vm.startedAtMs;
+    // The guest agent's port is found by name, wherever the virtio-serial controller is on the bus.
+    await waitForLine(vm, /^RC qemu-ga nice=-20/, 1_000);
     await waitForLine(vm, /^STREAM listening/, 30_000);
     await waitForLine(vm, /^REC ACK \d+/, 30_000);
     const probe = startTcpProbe({ namespace: net.namespace, host: vm.address });
