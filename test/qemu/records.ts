@@ -101,18 +101,22 @@ export function verifyRecords(text: string, acked: number | readonly number[]): 
 }
 
 /**
- * Reads /records.log from the `data` partition (partition 2) of a stopped VM's disk (a qcow2 overlay
- * or a raw image), without mounting: the image is converted to a raw temporary file, the partition
- * cut out at the offset sfdisk reports, its journal replayed into that copy (an fsync'd record may
- * be in the journal only: debugfs does not read journals) and the file read with debugfs.
- * Resolves to '' when the file is not there.
+ * Reads /records.log from the `data` partition (partition 2) of a VM's disk (a qcow2 overlay or a
+ * raw image), without mounting: the image is converted to a raw temporary file, the partition cut
+ * out at the offset sfdisk reports, its journal replayed into that copy (an fsync'd record may be in
+ * the journal only: debugfs does not read journals) and the file read with debugfs. Resolves to ''
+ * when the file is not there.
+ *
+ * Works on a running VM's disk too (`qemu-img -U`: no image lock taken): a record the guest
+ * acknowledged before the call was fsync'd, so QEMU flushed it to the image; later ones may be
+ * missing or torn in the copy, which {@link verifyRecords} allows.
  */
 export async function readRecordsFromImage(image: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'iq-records-'));
   try {
     const raw = join(dir, 'disk.raw');
     const part = join(dir, 'data.img');
-    await run('qemu-img', ['convert', '-O', 'raw', image, raw]);
+    await run('qemu-img', ['convert', '-U', '-O', 'raw', image, raw]);
     const { stdout: table } = await run('sfdisk', ['--json', raw]);
     const parsed = JSON.parse(table) as { partitiontable?: { partitions?: { start: number; size: number }[] } };
     const data = parsed.partitiontable?.partitions?.[1];
