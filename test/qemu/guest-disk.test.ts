@@ -21,6 +21,7 @@ import {
   buildGuestDisk,
   guestDiskPreflight,
   overlayDisk,
+  tenantArgsSmbios,
   type TestGuestDisk,
 } from './guest-disk.js';
 import { findExecutable } from '../../src/service/local-qemu.js';
@@ -134,7 +135,7 @@ function bootVm(options: BootOptions): Vm {
   const argv = [
     ...['-name', name, '-accel', 'tcg', '-machine', MACHINE_TYPE, '-m', '256M', '-smp', '1'],
     ...['-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-L', QEMU_FIRMWARE_DIR],
-    ...['-smbios', `type=11,value=intermission.args=${tenantArgs.join(' ')}`],
+    ...tenantArgsSmbios(tenantArgs.join(' ')),
     ...['-drive', `file=${overlay},format=qcow2,if=none,id=disk0,cache=writeback`, ...disk],
     ...['-netdev', 'tap,id=nic0,fd=3'],
     ...['-device', `virtio-net-pci,netdev=nic0,mac=52:54:00:77:00:${String(11 + index)},romfile=`],

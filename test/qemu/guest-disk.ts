@@ -28,6 +28,17 @@ export const QEMU_FIRMWARE_DIR = '/usr/share/qemu';
 /** The versioned machine type VMs are pinned to, loadable by 7.2 and 10.0.2 alike. */
 export const MACHINE_TYPE = 'pc-i440fx-7.2';
 
+/**
+ * The `-smbios` arguments that give a VM booting from its disk its tenant arguments (space-separated
+ * words, e.g. `tenant.name=web_0 tenant.ip=10.77.0.11/24`): an SMBIOS type-11 OEM string the guest
+ * reads as it reads its kernel command line (scripts/guest/args.sh). QEMU's option syntax leaves no
+ * room for commas.
+ */
+export function tenantArgsSmbios(args: string): string[] {
+  if (args.includes(',')) throw new Error(`tenant arguments cannot contain commas: ${args}`);
+  return ['-smbios', `type=11,value=intermission.args=${args}`];
+}
+
 /** Builds the disk (and the guest it holds); a no-op when cached. */
 export function buildGuestDisk(): TestGuestDisk {
   const result = spawnSync('bash', [join(REPO, 'scripts', 'guest', 'build-disk.sh'), GUEST_DIR], {
