@@ -4,7 +4,7 @@
  * exported for review and tooling.
  */
 export { openSqliteStore } from './open-sqlite-store.js';
-export { SqliteEventStore, createSqliteStore, SQLITE_STORE_CAPABILITIES } from './sqlite-store.js';
+export { SqliteEventStore, createSqliteStore, SQLITE_ENGINE, SQLITE_STORE_CAPABILITIES } from './sqlite-store.js';
 export {
   DEFAULT_BUSY_TIMEOUT_MS,
   MEMORY_PATH,

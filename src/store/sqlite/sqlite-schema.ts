@@ -1,3 +1,4 @@
+import { migrationLabel } from '../sql/index.js';
 import { SQLITE_MIGRATIONS, type SqliteMigration } from './migrations/index.js';
 import { SQLITE_MIGRATIONS_TABLE_DDL } from './sqlite-migrator.js';
 
@@ -30,10 +31,7 @@ function renderDdl(migrations: readonly SqliteMigration[]): string {
   return `${parts.join('\n\n')}\n`;
 }
 
-/** `000001-events-and-scopes`: a migration as its file is named. */
-export function migrationLabel(m: Pick<SqliteMigration, 'version' | 'name'>): string {
-  return `${String(m.version).padStart(6, '0')}-${m.name}`;
-}
+export { migrationLabel };
 
 /**
  * The normalized schema dump: the objects that the migrations left in `sqlite_schema`, tables first,
