@@ -1,7 +1,8 @@
 /**
  * Durable state: the {@link EventStore} port and its implementations, one folder each (`sqlite/`,
- * later `postgres/`), with the SQL they share in `sql/`.
+ * `postgres/`), with the SQL they share in `sql/`.
  */
 export * from './store.js';
 export * from './rollout-store.js';
 export * from './sqlite/index.js';
+export * from './postgres/index.js';

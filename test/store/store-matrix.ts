@@ -1,11 +1,38 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
 /**
  * Which store implementations the tests run against: env `STORES`, a comma-separated list of
- * {@link KNOWN_STORES} (default `sqlite`). Every store that does not run is skipped with a reason.
+ * {@link KNOWN_STORES}. The default is every store this machine can run: `sqlite,postgres` when
+ * PostgreSQL is installed (see {@link findPostgresBin}) or under CI (which installs it, so that a
+ * missing PostgreSQL fails instead of skipping), else `sqlite`. Every store that does not run is
+ * skipped with a reason.
  */
 export const KNOWN_STORES = ['sqlite', 'postgres'] as const;
 export type KnownStore = (typeof KNOWN_STORES)[number];
 
-const raw = process.env.STORES ?? 'sqlite';
+/**
+ * The directory of PostgreSQL's `initdb` and `pg_ctl`: `INTERMISSION_PG_BIN`, else Debian's
+ * `/usr/lib/postgresql/<newest>/bin`, else the PATH's; undefined when none is found.
+ */
+export function findPostgresBin(): string | undefined {
+  const fromEnv = process.env.INTERMISSION_PG_BIN;
+  if (fromEnv !== undefined && fromEnv !== '') return existsSync(join(fromEnv, 'initdb')) ? fromEnv : undefined;
+  const debian = '/usr/lib/postgresql';
+  if (existsSync(debian)) {
+    const versions = readdirSync(debian)
+      .filter((v) => /^\d+$/.test(v) && existsSync(join(debian, v, 'bin', 'initdb')))
+      .sort((a, b) => Number(b) - Number(a));
+    if (versions[0] !== undefined) return join(debian, versions[0], 'bin');
+  }
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir !== '' && existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'pg_ctl'))) return dir;
+  }
+  return undefined;
+}
+
+const defaultStores = process.env.CI || findPostgresBin() !== undefined ? 'sqlite,postgres' : 'sqlite';
+const raw = process.env.STORES ?? defaultStores;
 const selected = new Set(
   raw
     .split(',')
@@ -22,7 +49,9 @@ export async function storeSkipReason(
   store: KnownStore,
   unavailable: () => Promise<string | undefined>,
 ): Promise<string | undefined> {
-  if (!selected.has(store)) return `not selected: STORES=${raw} (add ${store} to run it)`;
+  if (!selected.has(store)) {
+    return `not selected: STORES=${raw}${process.env.STORES === undefined ? ' (the default here)' : ''} (add ${store} to run it)`;
+  }
   return unavailable();
 }
 

@@ -196,7 +196,10 @@ export class SqlStore implements EventStore, RolloutStore {
     await this.#write('create a rollout', async (trx) => {
       const existing = await trx.executeQuery(selectRolloutHeadsQuery(trx, { id: rollout.id }));
       if (existing.rows.length > 0) {
-        throw new IntermissionError('CONFLICT', `a rollout with id ${rollout.id} exists already; give the update a new id`);
+        throw new IntermissionError(
+          'CONFLICT',
+          `a rollout with id ${rollout.id} exists already; give the update a new id`,
+        );
       }
       // In the same serializable write as the insert: of two creations over one host, one sees the other.
       const busy = await trx.executeQuery(selectBusyHostsQuery(trx, rollout.id));
