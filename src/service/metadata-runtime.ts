@@ -16,9 +16,9 @@ import { DEFAULT_OPERATOR_TTL_MS, TokenAuthority, writeFileAtomic } from '../con
 import { DashboardSessions } from '../control/sessions.js';
 import { createMetadataApp, listenMetadata, onMetadataError, openAttestationKey } from '../imds/index.js';
 import { createMetrics } from '../metrics/index.js';
-import { openSqliteStore } from '../store/sqlite/index.js';
 import { formatAddress, type ListenAddress } from './address.js';
-import { ensurePrivateDir, preparePrivateDatabase, restrictMode } from './private-files.js';
+import { ensurePrivateDir, restrictMode } from './private-files.js';
+import { DEFAULT_STORE_LOCATION, openStoreAt, type StoreLocation } from './store-choice.js';
 import { EventService } from './event-service.js';
 import { serveFetch } from './http.js';
 import type { HttpLimits } from './http-limits.js';
@@ -37,6 +37,11 @@ export interface MetadataRuntimeOptions {
   readonly fleet: Fleet;
   /** Directory for the SQLite store, tokens and control.json. */
   readonly stateDir: string;
+  /**
+   * Where events, incarnations and rollouts live: SQLite in `stateDir` (the default), or a
+   * PostgreSQL database (see store-choice.ts). Tokens and control.json stay in `stateDir`.
+   */
+  readonly store?: StoreLocation;
   readonly bindings: readonly MetadataBinding[];
   readonly control: ListenAddress;
   readonly timing?: EventTimingOptions;
@@ -78,7 +83,8 @@ export interface MetadataRuntime {
 
 /**
  * Composes the event engine, its store, the metadata listeners (one per VM) and the control API.
- * Events and incarnations live in `<state>/intermission.db` and survive restarts.
+ * Events and incarnations live in `<state>/intermission.db` (or the PostgreSQL database of
+ * `options.store`) and survive restarts.
  */
 export async function startMetadataRuntime(options: MetadataRuntimeOptions): Promise<MetadataRuntime> {
   const index = new FleetIndex(options.fleet);
@@ -94,9 +100,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
   // Enforced on every start, not only on creation: a state directory whose mode was loosened since
   // (or one planted by another user) is repaired or refused before anything is read from it.
   await ensurePrivateDir(stateDir);
-  const dbPath = join(stateDir, 'intermission.db');
-  await preparePrivateDatabase(dbPath);
-  const store = await openSqliteStore({ path: dbPath });
+  const store = await openStoreAt(options.store ?? DEFAULT_STORE_LOCATION, stateDir);
   // A migration that repaired data says what it repaired (e.g. events retired for unreadable times).
   for (const r of store.migration.reports) options.logger?.warn({ migration: r.version, rows: r.rows }, r.summary);
   const cleanups: (() => Promise<void>)[] = [() => store.close()];

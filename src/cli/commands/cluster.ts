@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { IntermissionError, type Fleet } from '../../domain/index.js';
@@ -11,6 +11,7 @@ import { loadQemuHostFile, metadataSocketOf } from '../../service/qemu-host.js';
 import { createLogger } from '../../service/logging.js';
 import { startMetadataRuntime } from '../../service/metadata-runtime.js';
 import { connectRemoteHosts, type RemoteAgent } from '../../service/remote-hosts.js';
+import { describeStoreLocation, parseStoreLocation } from '../../service/store-choice.js';
 import type { Output } from '../output.js';
 import {
   METRICS_AUTH_HELP,
@@ -40,6 +41,7 @@ interface AgentFlags {
 interface ControllerFlags extends TimingFlags {
   fleet: string;
   state: string;
+  store: string;
   agent: string[];
   control: string;
   bind?: string[];
@@ -146,6 +148,16 @@ export function registerClusterCommands(program: Command, output: Output): void 
       .description('run the controller (store, events, control API, rollouts) over agents reached by HTTP')
       .requiredOption('--fleet <file>', 'fleet file (YAML or JSON)')
       .option('--state <dir>', 'state directory (SQLite store, tokens, control.json)', '.intermission')
+      .addOption(
+        new Option(
+          '--store <store>',
+          'where events and rollouts live: sqlite (<state>/intermission.db), or PostgreSQL as a ' +
+            'postgres://user@host:port/database URL or `postgres` (from the PG* environment); ' +
+            'keep passwords in PGPASSWORD or ~/.pgpass, not here (see docs/postgresql.md)',
+        )
+          .env('INTERMISSION_STORE')
+          .default('sqlite'),
+      )
       .requiredOption(
         '--agent <host=address...>',
         'the agent of a host, e.g. host-a=10.0.0.7:7490 (one per fleet host)',
@@ -167,6 +179,7 @@ export function registerClusterCommands(program: Command, output: Output): void 
       .option('--metrics-auth <mode>', METRICS_AUTH_HELP, 'none'),
   ).action(async (flags: ControllerFlags & { metricsAuth?: string }) => {
     const fleet = await loadFleetFile(flags.fleet);
+    const store = parseStoreLocation(flags.store);
     const agents = flags.agent.map(parseAgent);
     const token = await loadAgentToken(flags.tokenFile ?? join(flags.state, DEFAULT_TOKEN_FILE));
     // Checked before anything is opened, so that a wrong --agent list fails fast.
@@ -174,6 +187,7 @@ export function registerClusterCommands(program: Command, output: Output): void 
     const runtime = await startMetadataRuntime({
       fleet,
       stateDir: flags.state,
+      store,
       hosts: () => Promise.resolve(hosts),
       bindings: await controllerBindings(fleet, flags),
       control: parseAddress(flags.control),
@@ -181,6 +195,7 @@ export function registerClusterCommands(program: Command, output: Output): void 
       logger: createLogger(flags.logLevel),
       metricsAuth: metricsAuthFrom(flags),
     });
+    if (store.kind !== 'sqlite') output.out(`store ${describeStoreLocation(store, flags.state)}`);
     for (const m of runtime.metadata) output.out(`metadata listening vm=${m.vm} address=${formatAddress(m.address)}`);
     output.out(`control listening address=${formatAddress(runtime.control)}`);
     const signal = await untilSignal();
