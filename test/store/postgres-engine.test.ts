@@ -9,7 +9,9 @@ import {
   POSTGRES_MIGRATIONS,
   POSTGRES_SCHEMA_DUMP_PATH,
   POSTGRES_SCHEMA_VERSION,
+  MAX_WRITE_ATTEMPTS,
   describePostgresTarget,
+  inSerializableTransaction,
   migratePostgres,
   openPostgresStore,
   parseInt8,
@@ -139,6 +141,38 @@ void describe('PostgreSQL store engine', { skip: postgresSkip ?? false }, () => 
     );
     assert.equal(missing.retryable, false);
     assert.equal(missing.details.sqlState, '3D000');
+  });
+
+  void it('runs a write again after a serialization failure, at most MAX_WRITE_ATTEMPTS times in all', async () => {
+    const { db } = await freshKysely();
+    try {
+      let calls = 0;
+      const result = await inSerializableTransaction(db, () => {
+        calls++;
+        return calls < 3 ? Promise.reject(serverError('40001')) : Promise.resolve('done');
+      });
+      assert.deepEqual([result, calls], ['done', 3]);
+      calls = 0;
+      await assert.rejects(
+        inSerializableTransaction(db, () => {
+          calls++;
+          return Promise.reject(serverError('40P01'));
+        }),
+        { code: '40P01' },
+      );
+      assert.equal(calls, MAX_WRITE_ATTEMPTS);
+      calls = 0;
+      await assert.rejects(
+        inSerializableTransaction(db, () => {
+          calls++;
+          return Promise.reject(serverError('23505'));
+        }),
+        { code: '23505' },
+      );
+      assert.equal(calls, 1, 'anything but a lost race is not run again');
+    } finally {
+      await db.destroy();
+    }
   });
 
   void it('fails a write stuck behind a lock after the statement timeout, retryable, and writes nothing', async () => {

@@ -139,7 +139,8 @@ export function describePostgresTarget(
   connectionString: string | undefined,
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): string {
-  let user = env.PGUSER;
+  // libpq's fallbacks: the operating-system user, and a database named after the user.
+  let user = env.PGUSER ?? env.USER;
   let host = env.PGHOST;
   let port = env.PGPORT;
   let database = env.PGDATABASE;
