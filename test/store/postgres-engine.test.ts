@@ -3,13 +3,15 @@ import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { IntermissionError } from '../../src/domain/index.js';
+import { FleetIndex, IntermissionError, parseFleet } from '../../src/domain/index.js';
+import { planRollout } from '../../src/domain/rollout/index.js';
 import type { StoreDatabase } from '../../src/store/sql/index.js';
 import {
   POSTGRES_MIGRATIONS,
   POSTGRES_SCHEMA_DUMP_PATH,
   POSTGRES_SCHEMA_VERSION,
   MAX_WRITE_ATTEMPTS,
+  createPostgresStore,
   describePostgresTarget,
   inSerializableTransaction,
   migratePostgres,
@@ -19,6 +21,7 @@ import {
   toPostgresStoreError,
   type PostgresMigration,
 } from '../../src/store/postgres/index.js';
+import { pendingStepsOf } from '../../src/store/index.js';
 import { SQLITE_MIGRATIONS } from '../../src/store/sqlite/index.js';
 import { rejectsWith } from './event-store.contract.js';
 import { scheduledEvent } from './event-fixtures.js';
@@ -172,6 +175,58 @@ void describe('PostgreSQL store engine', { skip: postgresSkip ?? false }, () => 
       assert.equal(calls, 1, 'anything but a lost race is not run again');
     } finally {
       await db.destroy();
+    }
+  });
+
+  void it("reads back whole over a caller's pool with node-postgres's default type parsers", async () => {
+    // Defaults hand back bigint as text and json parsed; the codec reads both forms.
+    const url = await running().createDatabase();
+    const store = await createPostgresStore({ pool: new pg.Pool({ connectionString: url, max: 2 }) });
+    try {
+      await store.commit({ events: [scheduledEvent(1)], scopes: [{ scope: 'set:web', incarnation: 3 }] });
+      assert.deepEqual(await store.loadEvents(), {
+        events: [scheduledEvent(1)],
+        scopes: [{ scope: 'set:web', incarnation: 3 }],
+      });
+      const lowered = await rejectsWith(
+        store.commit({ events: [], scopes: [{ scope: 'set:web', incarnation: 2 }] }),
+        'CONFLICT',
+      );
+      assert.equal(lowered.details.storedIncarnation, 3);
+      const fleet = new FleetIndex(parseFleet({ hosts: [{ name: 'h1' }], vms: [{ name: 'solo', host: 'h1' }] }));
+      const plan = planRollout({
+        fleet,
+        update: { id: 'p', kind: 'host-patch', expectedApplyMs: 1000 },
+        now: Date.UTC(2026, 0, 1),
+        capabilities: new Map([['solo', { sharedMemory: true, migratableDevices: true, guestAgent: true }]]),
+      });
+      const record = {
+        id: 'p',
+        plan,
+        status: 'running' as const,
+        reason: null,
+        createdAt: 1,
+        updatedAt: 1,
+        wave: 0,
+        wavePhase: 'pending' as const,
+        wavePublishedAt: null,
+        settleUntil: null,
+        failedHosts: 0,
+      };
+      const [step] = pendingStepsOf(plan);
+      assert.ok(step);
+      await store.createRollout(record, [step]);
+      await store.saveProgress({ steps: [{ ...step, status: 'succeeded', finishedAt: 5, result: { ok: true } }] });
+      // A second store: the plan is read from the database, not from the first store's cache.
+      const other = await createPostgresStore({ pool: new pg.Pool({ connectionString: url, max: 1 }) });
+      try {
+        assert.deepEqual(await other.getRollout('p'), record);
+        assert.deepEqual((await other.listSteps('p'))[0]?.result, { ok: true });
+      } finally {
+        await other.close();
+      }
+    } finally {
+      await store.close();
     }
   });
 

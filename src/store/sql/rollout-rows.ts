@@ -83,8 +83,19 @@ export function encodeRolloutHead(r: RolloutRecord): RolloutRowHead {
   };
 }
 
-export function decodePlan(text: string): Plan {
-  const plan = JSON.parse(text) as { formatVersion?: unknown };
+/**
+ * JSON columns come back as text (SQLite; PostgreSQL with the store's type parsers) or already parsed
+ * (a PostgreSQL pool with node-postgres's defaults); both read the same.
+ */
+function parseJson(value: unknown): unknown {
+  return typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
+}
+
+export function decodePlan(value: unknown): Plan {
+  const plan = parseJson(value) as { formatVersion?: unknown } | null;
+  if (typeof plan !== 'object' || plan === null) {
+    throw new IntermissionError('STORE_FAILURE', 'stored plan is not a JSON object');
+  }
   if (plan.formatVersion !== PLAN_FORMAT_VERSION) {
     throw new IntermissionError(
       'STORE_FAILURE',
@@ -154,7 +165,7 @@ export function encodeStep(s: StepRecord): HostStepsTable {
 
 export function decodeStep(row: HostStepsTable): StepRecord {
   const status = oneOf(STEP_STATUSES, row.status, 'step status');
-  const result = row.result === null ? null : (JSON.parse(row.result) as unknown);
+  const result = row.result === null ? null : parseJson(row.result);
   const cancelled = status === 'cancelled';
   return {
     id: row.id,
