@@ -50,7 +50,9 @@ export async function storeSkipReason(
   unavailable: () => Promise<string | undefined>,
 ): Promise<string | undefined> {
   if (!selected.has(store)) {
-    return `not selected: STORES=${raw}${process.env.STORES === undefined ? ' (the default here)' : ''} (add ${store} to run it)`;
+    // Left out of the default only because this machine cannot run it: say why.
+    const why = process.env.STORES === undefined ? await unavailable() : undefined;
+    return why ?? `not selected: STORES=${raw} (add ${store} to run it)`;
   }
   return unavailable();
 }
