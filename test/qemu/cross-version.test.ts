@@ -18,7 +18,11 @@ import { after, before, describe, it } from 'node:test';
 import { classifyVm, DEFAULT_UPDATE_DURATIONS } from '../../src/domain/rollout/index.js';
 import { QemuDriver, processPaths, type QemuDriverConfig, type SwapPhase } from '../../src/hypervisor/index.js';
 import { QmpClient } from '../../src/qmp/index.js';
+import { buildGuestDisk, overlayDisk } from './guest-disk.js';
 import { buildGuest, newRunDir, qemuPreflight, sleep, testDriverConfig, type TestGuest } from './qemu-fixture.js';
+import { parseAcks, readRecordsFromImage, verifyRecords } from './records.js';
+import { startTcpProbe } from './tcp-probe.js';
+import { createTenantNet } from './tenant-net.js';
 
 const QEMU72 = '/usr/bin/qemu-system-x86_64';
 const QEMU10 = process.env.INTERMISSION_QEMU10 ?? '/opt/qemu-10.0.2/usr/bin/qemu-system-x86_64';
@@ -483,6 +487,84 @@ void describe('QEMU in-place swaps across versions (7.2 ↔ 10.0.2) with a disk 
       );
     } finally {
       await driver.destroy({ vm });
+    }
+  });
+});
+
+void describe('A tenant VM from the disk guest, driven by the driver across versions', { skip }, () => {
+  void it('boots SeaBIOS from its qcow2 disk, keeps its records and a TCP stream through 7.2 → 10.0.2 → 7.2 swaps', async (t) => {
+    if (isCi()) {
+      preflight.assertReady();
+      if (missing10) throw new Error(missing10);
+    }
+    const guestDisk = buildGuestDisk();
+    const runDir = newRunDir('tn');
+    const work = mkdtempSync('/tmp/iq-tnw-');
+    const net = await createTenantNet({ subnet: 14 });
+    const overlay = overlayDisk(guestDisk.disk, join(work, 'tn1.qcow2'));
+    const driver = await QemuDriver.open(
+      testDriverConfig(runDir, guestDisk, {
+        vmmBuilds: { '7.2': QEMU72, '7.2-b': QEMU72, '10.0.2': { binary: QEMU10, dataDir: '/usr/share/qemu' } },
+        defaultVmmVersion: '7.2',
+        bootTimeoutMs: BOOT_MS,
+      }),
+    );
+    try {
+      const info = await driver.launch({
+        vm: 'tn1',
+        boot: { kind: 'firmware', firmware: 'seabios' },
+        disks: [{ path: overlay, format: 'qcow2', cache: 'writeback' }],
+        nics: [{ bridge: net.bridge, tap: net.tapName(0) }],
+        kernelArgs: `tenant.ip=${net.guestCidr(0)} tenant.records=1 tenant.stream=1`,
+        deadline: Date.now() + BOOT_MS,
+      });
+      const serial = (): string => readFileSync(info.serialLog, 'utf8');
+      const waitFor = async (pattern: RegExp, ms: number): Promise<void> => {
+        const end = Date.now() + ms;
+        while (!pattern.test(serial())) {
+          if (Date.now() > end) throw new Error(`no ${pattern} on the serial console:\n${serial().slice(-1500)}`);
+          await sleep(200);
+        }
+      };
+      await waitFor(/^STREAM listening/m, 60_000);
+      await waitFor(/^REC ACK \d+/m, 60_000);
+      const probe = startTcpProbe({ namespace: net.namespace, host: net.guestAddress(0) });
+      await probe.waitForBytes(10, 30_000);
+      const pauses: { to: string; ms: number; at: number }[] = [];
+      // Cross-version both ways, and a same-version pair to compare the stream's stalls with.
+      for (const to of ['10.0.2', '7.2', '10.0.2', '7.2', '7.2-b', '7.2']) {
+        await sleep(1_500);
+        const result = await driver.swapVmm({ vm: 'tn1', targetVersion: to, deadline: Date.now() + 30_000 });
+        pauses.push({ to, ms: Math.round(result.downtimeMs * 10) / 10, at: result.resumedAt ?? 0 });
+      }
+      await sleep(2_000);
+      const acks = parseAcks(serial());
+      const report = await probe.stop();
+      t.diagnostic(
+        `tenant VM pauses ${JSON.stringify(pauses)}; stream ${report.bytes} bytes, longest stall ` +
+          `${report.longestStallMs} ms; ${acks.length} records acknowledged`,
+      );
+      // Each stall over the threshold, as ms after the nearest swap's resume.
+      t.diagnostic(
+        `stalls: ${JSON.stringify(
+          report.stalls.map((stall) => {
+            const end = stall.atMs;
+            const near = pauses.reduce((a, b) => (Math.abs(b.at - end) < Math.abs(a.at - end) ? b : a));
+            return { ...stall, afterSwapTo: near.to, endedMsAfterResume: end - near.at };
+          }),
+        )}`,
+      );
+      assert.equal(report.mismatch, null, 'no wrong, lost or repeated byte');
+      assert.equal(report.ended, null, 'the stream stayed open (no reset)');
+      assert.ok(acks.length > 10);
+      const verdict = verifyRecords(await readRecordsFromImage(overlay), acks);
+      assert.ok(verdict.ok, verdict.problems.join('; '));
+    } finally {
+      await driver.destroy({ vm: 'tn1' }).catch(() => undefined);
+      await driver.close();
+      await net.close();
+      rmSync(runDir, { recursive: true, force: true });
+      rmSync(work, { recursive: true, force: true });
     }
   });
 });
