@@ -27,7 +27,7 @@ export async function adoptAll(ctx: QemuContext): Promise<void> {
       agentSeen: false,
     };
     ctx.handles.set(name, handle);
-    if (record.pending !== null) await finishPendingSwap(ctx, handle, record.pending);
+    if (record.pending !== null) await finishPendingSwap(handle, record.pending);
     await ensureWatchdog(ctx, handle);
   }
 }
@@ -38,7 +38,7 @@ export async function adoptAll(ctx: QemuContext): Promise<void> {
  * the source reports `completed` (or is gone), and then the old process is never resumed; back
  * otherwise, the new process killed and the old one running on (or held paused, as it was).
  */
-async function finishPendingSwap(ctx: QemuContext, handle: VmHandle, recorded: PendingSwap): Promise<void> {
+async function finishPendingSwap(handle: VmHandle, recorded: PendingSwap): Promise<void> {
   const from = handle.record.current;
   const oldPaths = processPaths(handle.paths.dir, from.generation);
   const newPaths = processPaths(handle.paths.dir, recorded.generation);
