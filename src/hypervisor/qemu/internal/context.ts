@@ -3,9 +3,9 @@
  * call under way ({@link Call}), and the {@link QemuContext} every module function takes in place
  * of the driver object. The driver class (`qemu-driver.ts`) owns these and delegates to the modules:
  * `calls.ts` and `errors.ts` (running a call, its errors), `session.ts` (monitors), `vm-process.ts`
- * (processes and watchdogs), `lifecycle.ts` (pause, resume, reboot), `clock.ts` (guest agent and
- * clock), `swap.ts`, `switchover.ts`, `swap-settle.ts` and `rollback.ts` (moving a VM to a new
- * process), and `adoption.ts` (a new driver taking over a run directory).
+ * (processes and watchdogs), `lifecycle.ts` (list, pause, resume, reboot, host update), `clock.ts`
+ * (guest agent and clock), `swap.ts`, `switchover.ts`, `swap-settle.ts` and `rollback.ts` (moving a
+ * VM to a new process), and `adoption.ts` (a new driver taking over a run directory).
  */
 import type { GuestAgentClient, QmpClient, QmpRunState } from '../../../qmp/index.js';
 import type { DriverCapabilities, HypervisorDriver, VmState } from '../../driver.js';
