@@ -46,6 +46,10 @@ import {
   type DriverErrorReason,
 } from '../errors.js';
 import { buildQemuArgv, describeDevice, isMigratableDevice } from './internal/argv.js';
+import { canLoad, probeBuilds, type BuildProbe } from './internal/builds.js';
+import { firmwareSearchDirs } from './internal/firmware.js';
+import { deleteTaps, ensureTaps, wrapWithTaps } from './internal/tap.js';
+import { pinSpec, resolveVmParts } from './internal/vm-spec.js';
 import { EventLog } from './internal/event-log.js';
 import {
   SAFE_PATH_PATTERN,
@@ -192,6 +196,8 @@ export class QemuDriver implements HypervisorDriver {
   readonly #closer = new AbortController();
   #closed = false;
   #applying: string | null = null;
+  /** What each build is and can load, probed once at open (see `internal/builds.ts`). */
+  #builds: ReadonlyMap<string, BuildProbe> = new Map();
 
   private constructor(config: ResolvedQemuConfig) {
     this.config = config;
@@ -216,6 +222,7 @@ export class QemuDriver implements HypervisorDriver {
     }
     ensureDir(resolved.runDir);
     const driver = new QemuDriver(resolved);
+    driver.#builds = await probeBuilds(resolved.vmmBuilds);
     await driver.#adoptAll();
     return driver;
   }
@@ -262,6 +269,13 @@ export class QemuDriver implements HypervisorDriver {
       this.#handles.set(spec.vm, handle);
       this.#writeRecord(handle, handle.record);
       try {
+        // Pinned for the VM's life: the build's versioned machine type and its firmware images.
+        const pinned = pinSpec(spec, {
+          probe: this.#builds.get(version),
+          firmwareDir: paths.firmwareDir,
+          searchDirs: firmwareSearchDirs(binary, this.config.buildDataDirs[version], this.config.firmwareSearchPath),
+        });
+        this.#writeRecord(handle, { ...handle.record, spec: pinned });
         const started = await this.#startProcess(handle, handle.record.current, false, call);
         this.#adoptProcess(handle, started);
         handle.operation = null;
@@ -343,11 +357,17 @@ export class QemuDriver implements HypervisorDriver {
           guestAgent = handle.agentSeen;
         }
       }
+      // Which other builds of this host could take the VM over (machine type, devices, firmware).
+      const vmmBuilds: Record<string, { loadable: boolean; reason?: string }> = {};
+      for (const [version, probe] of this.#builds) {
+        if (version !== handle.record.current.vmmVersion) vmmBuilds[version] = canLoad(probe, handle.record.spec);
+      }
       return Object.freeze({
         sharedMemory: handle.record.spec.sharedMemory,
         migratableDevices: blockingDevices.length === 0,
         blockingDevices: Object.freeze(blockingDevices),
         guestAgent,
+        vmmBuilds: Object.freeze(vmmBuilds),
       });
     });
   }
@@ -886,6 +906,9 @@ export class QemuDriver implements HypervisorDriver {
       metadataSocket: handle.record.spec.metadataSocket,
       guestAgentSocket: handle.record.spec.guestAgent ? paths.guestAgent : null,
       watchdogPid: isAlive(current.watchdogPid, paths.watchdogQmp) ? current.watchdogPid : null,
+      machine: handle.record.spec.machine ?? 'pc',
+      firmwareFiles: handle.record.spec.firmware?.files ?? [],
+      taps: (handle.record.spec.nics ?? []).map((nic) => nic.tap),
     });
   }
 
@@ -1003,6 +1026,7 @@ export class QemuDriver implements HypervisorDriver {
     });
     const objects = [...(options.objects ?? [])];
     if (objects.some((o) => /\s/.test(o))) throw invalid('objects may not contain spaces');
+    const parts = resolveVmParts(options, this.config);
     const sharedMemory = options.sharedMemory ?? true;
     const memPath = sharedMemory
       ? `${this.config.memoryDir}/intermission-${options.vm}-${randomBytes(4).toString('hex')}.ram`
@@ -1021,6 +1045,11 @@ export class QemuDriver implements HypervisorDriver {
       vapic: options.vapic ?? false,
       pciBridgeHotplug: options.pciBridgeHotplug ?? false,
       nicExtraMacRegisters: false,
+      boot: parts.boot,
+      disks: parts.disks,
+      nics: parts.nics,
+      cpuModel: parts.cpuModel,
+      ...(parts.machine === null ? {} : { machine: parts.machine }),
     });
   }
 
@@ -1047,10 +1076,16 @@ export class QemuDriver implements HypervisorDriver {
       vmPaths: handle.paths,
       paths,
       incoming,
+      dataDir: this.config.buildDataDirs[process.vmmVersion] ?? null,
     });
+    // Tenant NICs: the taps exist (a host restart removes them), and QEMU starts through the
+    // wrapper that hands it its own queue of each (see internal/tap.ts).
+    const nics = handle.record.spec.nics ?? [];
     let child: { pid: number; exited(): boolean };
     try {
-      child = await spawnDetached(process.binary, argv, { logFile: paths.qemuLog, cwd: paths.dir });
+      await ensureTaps(nics);
+      const { command, args } = wrapWithTaps(this.config.python, process.binary, argv, nics);
+      child = await spawnDetached(command, args, { logFile: paths.qemuLog, cwd: paths.dir });
     } catch (error) {
       throw this.#error(call, 'OPERATION_FAILED', `cannot start ${process.binary}: ${String(error)}`, {}, error);
     }
@@ -1142,6 +1177,7 @@ export class QemuDriver implements HypervisorDriver {
     void handle.agent?.close();
     handle.agent = undefined;
     if (handle.record.spec.memPath !== null) removeFile(handle.record.spec.memPath);
+    await deleteTaps(handle.record.spec.nics ?? []);
     rmSync(handle.paths.dir, { recursive: true, force: true });
     this.#handles.delete(handle.name);
   }
