@@ -22,9 +22,26 @@ export interface BuildProbe {
   readonly aliases: ReadonlyMap<string, string>;
   /** Device model names (aliases included). */
   readonly devices: ReadonlySet<string>;
+  /**
+   * Whether `devices` is the build's whole list. A build whose `-device help` fails (QEMU 10
+   * unpacked beside a 7.2 aborts loading 7.2's modules) is asked about {@link DRIVER_DEVICE_MODELS}
+   * one by one instead, and other models are then unknown rather than missing.
+   */
+  readonly devicesComplete: boolean;
   /** Why the probe failed; null when it worked. */
   readonly error: string | null;
 }
+
+/** The device models the driver itself creates (see argv.ts). */
+export const DRIVER_DEVICE_MODELS: readonly string[] = Object.freeze([
+  'e1000',
+  'virtio-serial-pci',
+  'virtserialport',
+  'virtio-blk-pci',
+  'virtio-scsi-pci',
+  'scsi-hd',
+  'virtio-net-pci',
+]);
 
 /** Bound on each probe command: QEMU answers help in tens of milliseconds. */
 const PROBE_TIMEOUT_MS = 10_000;
@@ -44,17 +61,31 @@ export async function probeBuild(version: string, binary: string): Promise<Build
     const [versionText, machineText, deviceText] = await Promise.all([
       run(binary, ['--version']),
       run(binary, ['-machine', 'help']),
-      run(binary, ['-device', 'help']),
+      run(binary, ['-device', 'help']).catch(() => null),
     ]);
     const { machines, aliases } = parseMachineHelp(machineText);
     if (machines.size === 0) throw new Error('-machine help listed no machine types');
+    let devices: Set<string>;
+    if (deviceText !== null) devices = parseDeviceHelp(deviceText);
+    else {
+      const known = await Promise.all(
+        DRIVER_DEVICE_MODELS.map((model) =>
+          run(binary, ['-device', `${model},help`]).then(
+            () => model,
+            () => null,
+          ),
+        ),
+      );
+      devices = new Set(known.filter((model): model is string => model !== null));
+    }
     return Object.freeze({
       version,
       binary,
       qemuVersion: /version\s+(\d+\.\d+(?:\.\d+)?)/i.exec(versionText)?.[1] ?? null,
       machines,
       aliases,
-      devices: parseDeviceHelp(deviceText),
+      devices,
+      devicesComplete: deviceText !== null,
       error: null,
     });
   } catch (error) {
@@ -66,6 +97,7 @@ export async function probeBuild(version: string, binary: string): Promise<Build
       machines: new Set<string>(),
       aliases: new Map<string, string>(),
       devices: new Set<string>(),
+      devicesComplete: false,
       error: `cannot probe ${binary}: ${message}`,
     });
   }
@@ -120,6 +152,13 @@ export function deviceModelsOf(spec: ResolvedVmSpec): string[] {
   return [...models].sort();
 }
 
+/** Device models of the VM the build is known not to have. */
+export function missingModels(probe: BuildProbe, spec: ResolvedVmSpec): string[] {
+  return deviceModelsOf(spec).filter(
+    (model) => !probe.devices.has(model) && (probe.devicesComplete || DRIVER_DEVICE_MODELS.includes(model)),
+  );
+}
+
 /** Whether a build can load a VM (a swap's target, or a restart), and if not why. */
 export interface LoadVerdict {
   readonly loadable: boolean;
@@ -138,7 +177,7 @@ export function canLoad(probe: BuildProbe, spec: ResolvedVmSpec): LoadVerdict {
   if (!probe.machines.has(machine)) {
     problems.push(`build ${probe.version} has no machine type ${machine}`);
   }
-  const missing = deviceModelsOf(spec).filter((model) => !probe.devices.has(model));
+  const missing = missingModels(probe, spec);
   if (missing.length > 0) {
     problems.push(`build ${probe.version} lacks device model${missing.length === 1 ? '' : 's'} ${missing.join(', ')}`);
   }

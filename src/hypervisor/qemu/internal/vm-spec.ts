@@ -16,7 +16,7 @@ import {
   QEMU_NIC_MODELS,
   type QemuVmSpec,
 } from '../qemu-types.js';
-import { deviceModelsOf, resolveMachine, type BuildProbe } from './builds.js';
+import { missingModels, resolveMachine, type BuildProbe } from './builds.js';
 import { pinFirmware } from './firmware.js';
 import {
   SAFE_PATH_PATTERN,
@@ -206,7 +206,7 @@ export function pinSpec(
       `VM ${spec.vm}: build ${probe.version} has no machine type ${machine} (see ${probe.binary} -machine help)`,
     );
   }
-  const missing = deviceModelsOf(spec).filter((model) => !probe.devices.has(model));
+  const missing = missingModels(probe, spec);
   if (missing.length > 0) {
     throw new IntermissionError('INVALID_INPUT', `VM ${spec.vm}: build ${probe.version} lacks ${missing.join(', ')}`);
   }
