@@ -536,7 +536,9 @@ function toWireCapabilities(c: VmCapabilities): AgentVm['capabilities'] {
 }
 
 /** Which builds can load the VM, bounded as the wire schema requires (a long reason is cut). */
-function wireBuildFacts(builds: NonNullable<VmCapabilities['vmmBuilds']>): NonNullable<AgentVm['capabilities']['vmmBuilds']> {
+function wireBuildFacts(
+  builds: NonNullable<VmCapabilities['vmmBuilds']>,
+): NonNullable<AgentVm['capabilities']['vmmBuilds']> {
   const out: NonNullable<AgentVm['capabilities']['vmmBuilds']> = {};
   for (const [version, fact] of Object.entries(builds).slice(0, MAX_VMM_BUILD_FACTS)) {
     out[version] = {

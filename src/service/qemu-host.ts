@@ -74,8 +74,14 @@ const vmOverrideSchema = z
     disks: z.array(diskSchema).max(MAX_VM_DISKS).optional(),
     nics: z.array(nicSchema).max(MAX_VM_NICS).optional(),
     boot: bootSchema.optional(),
-    cpuModel: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'a QEMU CPU model name').optional(),
-    machine: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a QEMU machine type, e.g. pc-i440fx-7.2').optional(),
+    cpuModel: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'a QEMU CPU model name')
+      .optional(),
+    machine: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a QEMU machine type, e.g. pc-i440fx-7.2')
+      .optional(),
   })
   .strict();
 
@@ -166,7 +172,10 @@ export function parseQemuHostConfig(input: unknown, baseDir: string): QemuHostCo
         label,
         typeof build === 'string'
           ? binaryPath(build)
-          : { binary: binaryPath(build.binary), ...(build.dataDir === undefined ? {} : { dataDir: abs(build.dataDir) }) },
+          : {
+              binary: binaryPath(build.binary),
+              ...(build.dataDir === undefined ? {} : { dataDir: abs(build.dataDir) }),
+            },
       ]),
     ),
     ...(config.vms === undefined

@@ -123,7 +123,11 @@ async function qmp(socket: string, command: string, args?: Record<string, unknow
  */
 function activeSync(socket: string): (boolean | null)[] {
   const input = '{"execute":"qmp_capabilities"}\n{"execute":"query-block"}\n';
-  const out = spawnSync('socat', ['-t', '2', '-', `UNIX-CONNECT:${socket}`], { input, encoding: 'utf8', timeout: 5_000 });
+  const out = spawnSync('socat', ['-t', '2', '-', `UNIX-CONNECT:${socket}`], {
+    input,
+    encoding: 'utf8',
+    timeout: 5_000,
+  });
   for (const line of out.stdout.split('\n')) {
     if (!line.includes('"inserted"')) continue;
     const blocks = (JSON.parse(line) as { return: { inserted?: { active?: boolean } }[] }).return;
@@ -214,7 +218,11 @@ void describe('QEMU in-place swaps across versions (7.2 ↔ 10.0.2) with a disk 
       onSwapPhase: (event) => {
         const dir = join(runDir, event.vm);
         if (event.phase === 'target-ready') {
-          activity.push({ phase: event.phase, process: 'target', active: activeSync(processPaths(dir, event.generation).opsQmp) });
+          activity.push({
+            phase: event.phase,
+            process: 'target',
+            active: activeSync(processPaths(dir, event.generation).opsQmp),
+          });
         } else if (event.phase === 'source-completed') {
           activity.push({
             phase: event.phase,
@@ -272,7 +280,10 @@ void describe('QEMU in-place swaps across versions (7.2 ↔ 10.0.2) with a disk 
 
   /** The disk is the running process's and takes writes (an inactive image refuses them). */
   const assertDiskWritable = async (ops: string): Promise<void> => {
-    const blocks = (await qmp(ops, 'query-block')) as { device: string; inserted?: { active?: boolean; file: string } }[];
+    const blocks = (await qmp(ops, 'query-block')) as {
+      device: string;
+      inserted?: { active?: boolean; file: string };
+    }[];
     const disk = blocks.find((b) => b.inserted?.file.endsWith('data.qcow2'));
     assert.ok(disk, 'the data disk is attached');
     if (disk.inserted?.active !== undefined) assert.equal(disk.inserted.active, true, 'QEMU 10 reports it active');
@@ -345,7 +356,11 @@ void describe('QEMU in-place swaps across versions (7.2 ↔ 10.0.2) with a disk 
     assert.deepEqual(activity[0], { phase: 'target-ready', process: 'target', active: [false, false] });
     await swap('7.2');
     // …and a 10.0.2 source has given them up once its migration completed.
-    assert.deepEqual(activity[activity.length - 1], { phase: 'source-completed', process: 'source', active: [false, false] });
+    assert.deepEqual(activity[activity.length - 1], {
+      phase: 'source-completed',
+      process: 'source',
+      active: [false, false],
+    });
     for (let i = 0; i < 3; i++) {
       await swap('7.2-b');
       await swap('7.2');

@@ -14,6 +14,8 @@ import {
   QEMU_DISK_FORMATS,
   QEMU_FIRMWARES,
   QEMU_NIC_MODELS,
+  type QemuDiskSpec,
+  type QemuNicSpec,
   type QemuVmSpec,
 } from '../qemu-types.js';
 import { missingModels, resolveMachine, type BuildProbe } from './builds.js';
@@ -80,8 +82,8 @@ export function resolveVmParts(
     return value;
   };
 
-  const diskSpecs = spec.disks ?? [];
-  if (!Array.isArray(diskSpecs) || diskSpecs.length > MAX_VM_DISKS) {
+  const diskSpecs: readonly QemuDiskSpec[] = spec.disks ?? [];
+  if (!Array.isArray(spec.disks ?? []) || diskSpecs.length > MAX_VM_DISKS) {
     throw invalid(`disks must be a list of at most ${MAX_VM_DISKS}`);
   }
   const disks = diskSpecs.map((disk, i): ResolvedDisk => {
@@ -106,8 +108,8 @@ export function resolveVmParts(
   const paths = new Set(disks.map((d) => d.path));
   if (paths.size !== disks.length) throw invalid('two disks name the same image');
 
-  const nicSpecs = spec.nics ?? [];
-  if (!Array.isArray(nicSpecs) || nicSpecs.length > MAX_VM_NICS) {
+  const nicSpecs: readonly QemuNicSpec[] = spec.nics ?? [];
+  if (!Array.isArray(spec.nics ?? []) || nicSpecs.length > MAX_VM_NICS) {
     throw invalid(`nics must be a list of at most ${MAX_VM_NICS}`);
   }
   const nics = nicSpecs.map((nic, i): ResolvedNic => {
@@ -120,7 +122,12 @@ export function resolveVmParts(
     const mac = (nic.mac ?? nicMacAddress(spec.vm, i)).toLowerCase();
     if (!MAC_PATTERN.test(mac)) throw invalid(`${where}.mac must look like 52:54:00:12:34:56`);
     if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) throw invalid(`${where}.mac must be a unicast address`);
-    return Object.freeze({ bridge: nic.bridge, tap, mac, model: oneOf(`${where}.model`, nic.model, QEMU_NIC_MODELS, 'virtio-net-pci') });
+    return Object.freeze({
+      bridge: nic.bridge,
+      tap,
+      mac,
+      model: oneOf(`${where}.model`, nic.model, QEMU_NIC_MODELS, 'virtio-net-pci'),
+    });
   });
   if (new Set(nics.map((n) => n.tap)).size !== nics.length) throw invalid('two NICs name the same tap');
   if (new Set(nics.map((n) => n.mac)).size !== nics.length) throw invalid('two NICs have the same MAC');
@@ -149,7 +156,8 @@ export function resolveVmParts(
   if (boot.kind === 'firmware') {
     if (disks.length === 0) throw invalid('a firmware boot needs a disk to boot from');
     // SMBIOS OEM strings are one QEMU option value: a comma would end it.
-    if ((spec.kernelArgs ?? '').includes(',')) throw invalid('kernelArgs of a firmware-booted VM may not contain commas');
+    if ((spec.kernelArgs ?? '').includes(','))
+      throw invalid('kernelArgs of a firmware-booted VM may not contain commas');
   }
 
   const cpuModel = spec.cpuModel ?? null;
@@ -172,7 +180,8 @@ export function resolveVmParts(
 /** Kernel and tenant arguments: bounded, no quotes, backslashes or newlines. */
 export function checkArgs(what: string, args: string, invalid: (message: string) => Error): void {
   if (typeof args !== 'string') throw invalid(`${what} must be a string`);
-  if (Buffer.byteLength(args) > MAX_KERNEL_ARGS_BYTES) throw invalid(`${what} is longer than ${MAX_KERNEL_ARGS_BYTES} bytes`);
+  if (Buffer.byteLength(args) > MAX_KERNEL_ARGS_BYTES)
+    throw invalid(`${what} is longer than ${MAX_KERNEL_ARGS_BYTES} bytes`);
   if (/["'\\\n\r\0]/.test(args)) throw invalid(`${what} may not contain quotes, backslashes or newlines`);
 }
 
@@ -210,6 +219,10 @@ export function pinSpec(
   if (missing.length > 0) {
     throw new IntermissionError('INVALID_INPUT', `VM ${spec.vm}: build ${probe.version} lacks ${missing.join(', ')}`);
   }
-  const firmware = pinFirmware(spec, { dir: options.firmwareDir, searchDirs: options.searchDirs, fromVersion: probe.version });
+  const firmware = pinFirmware(spec, {
+    dir: options.firmwareDir,
+    searchDirs: options.searchDirs,
+    fromVersion: probe.version,
+  });
   return Object.freeze({ ...spec, machine, firmware });
 }

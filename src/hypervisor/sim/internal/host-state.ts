@@ -138,7 +138,10 @@ export class VmRecord {
         : {
             vmmBuilds: Object.freeze(
               Object.fromEntries(
-                Object.entries(this.unloadableBuilds).map(([version, reason]) => [version, { loadable: false, reason }]),
+                Object.entries(this.unloadableBuilds).map(([version, reason]) => [
+                  version,
+                  { loadable: false, reason },
+                ]),
               ),
             ),
           }),
