@@ -49,7 +49,7 @@ const PROBE_TIMEOUT_MS = 10_000;
 function run(binary: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(binary, args, { timeout: PROBE_TIMEOUT_MS, maxBuffer: 8 * 1024 * 1024 }, (error, stdout) => {
-      if (error) reject(error instanceof Error ? error : new Error(String(error)));
+      if (error) reject(new Error(error.message, { cause: error }));
       else resolve(stdout);
     });
   });
