@@ -18,6 +18,7 @@ import {
   type Update,
   type VmCapabilities,
 } from '../../../src/domain/rollout/index.js';
+import { SimHost, VirtualTime } from '../../../src/hypervisor/index.js';
 import { NOW } from './helpers.js';
 
 const FULL: VmCapabilities = { sharedMemory: true, migratableDevices: true, guestAgent: true };
@@ -97,5 +98,20 @@ void describe('TARGET_CANNOT_LOAD', () => {
     assert.match(byName.get(first.name)?.classification.explanation ?? '', /pc-i440fx-2\.0/);
     assert.match(byName.get(second.name)?.classification.explanation ?? '', /vfio-pci/);
     assert.equal(byName.get(third.name)?.classification.path, 'in-place-migration');
+  });
+
+  void it('is what the simulator reports for a VM that names builds unable to load it', async () => {
+    const time = new VirtualTime({ autoAdvance: true });
+    const host = new SimHost({
+      name: 'h1',
+      time,
+      seed: 1,
+      vms: [{ name: 'old', unloadableBuilds: { '10.0.2': REASON } }, { name: 'fine' }],
+    });
+    const driver = host.connect();
+    const old = await driver.vmCapabilities({ vm: 'old' });
+    assert.deepEqual(old.vmmBuilds, { '10.0.2': { loadable: false, reason: REASON } });
+    assert.equal((await driver.vmCapabilities({ vm: 'fine' })).vmmBuilds, undefined);
+    assert.deepEqual(classify(old).reasons, ['TARGET_CANNOT_LOAD']);
   });
 });
