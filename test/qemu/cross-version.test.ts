@@ -129,7 +129,7 @@ function activeSync(socket: string): (boolean | null)[] {
     timeout: 5_000,
   });
   for (const line of out.stdout.split('\n')) {
-    if (!line.includes('"inserted"')) continue;
+    if (!line.startsWith('{"return": [')) continue;
     const blocks = (JSON.parse(line) as { return: { inserted?: { active?: boolean } }[] }).return;
     return blocks.filter((b) => b.inserted !== undefined).map((b) => b.inserted?.active ?? null);
   }
@@ -451,4 +451,38 @@ void describe('QEMU in-place swaps across versions (7.2 ↔ 10.0.2) with a disk 
       }
     });
   }
+
+  void it('adopts a VM recorded before pinning (no machine type, no firmware) and swaps it as before', async () => {
+    const vm = 'xv-old';
+    await driver.launch({ vm, deadline: Date.now() + BOOT_MS });
+    try {
+      // The record as the code before pinning wrote it: none of the new fields.
+      const file = join(runDir, vm, 'vm.json');
+      const record = JSON.parse(readFileSync(file, 'utf8')) as { spec: Record<string, unknown> };
+      for (const key of ['machine', 'firmware', 'boot', 'disks', 'nics', 'cpuModel']) delete record.spec[key];
+      writeFileSync(file, JSON.stringify(record));
+      await driver.close();
+      driver = await QemuDriver.open(config);
+      const info = await driver.describeVm({ vm });
+      assert.equal(info.state, 'running');
+      assert.equal(info.machine, 'pc');
+      assert.deepEqual(info.firmwareFiles, []);
+      const result = await driver.swapVmm({ vm, targetVersion: '7.2-b', deadline: Date.now() + 30_000 });
+      assert.equal(result.changed, true);
+      const now = await driver.describeVm({ vm });
+      assert.ok(cmdline(now.pid ?? 0).includes('pc,memory-backend=ram0'), 'it keeps running `pc`');
+      assert.equal((await driver.listVms()).find((v) => v.name === vm)?.state, 'running');
+      // 10.0.2's `pc` is another machine type (the swap the issue saw fail): that build cannot
+      // load it, and says so; another 7.2 can.
+      const caps = await driver.vmCapabilities({ vm });
+      assert.deepEqual(caps.vmmBuilds?.['7.2'], { loadable: true });
+      assert.equal(caps.vmmBuilds?.['10.0.2']?.loadable, false);
+      assert.match(
+        caps.vmmBuilds?.['10.0.2']?.reason ?? '',
+        /pc-i440fx-7\.2 on build 7\.2-b\), which build 10\.0\.2 takes as pc-i440fx-10\.0/,
+      );
+    } finally {
+      await driver.destroy({ vm });
+    }
+  });
 });

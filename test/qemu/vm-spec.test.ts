@@ -424,8 +424,13 @@ void describe('Builds and pinning', () => {
       /pinned firmware missing: gone\.bin/,
     );
     assert.deepEqual(canLoad(probe({ error: 'cannot probe /x' }), vm), { loadable: false, reason: 'cannot probe /x' });
-    // A VM recorded before pinning runs `pc`, which every build has.
-    assert.deepEqual(canLoad(older, OLD), { loadable: true });
+    // A VM recorded before pinning runs `pc`: a build whose `pc` is the same type loads it, another not.
+    assert.deepEqual(canLoad(probe({ version: '7.2-b' }), OLD, probe()), { loadable: true });
+    assert.deepEqual(canLoad(older, OLD, probe()), {
+      loadable: false,
+      reason:
+        'the VM runs the unversioned machine type pc (pc-i440fx-7.2 on build 7.2), which build 6.2 takes as pc-i440fx-6.2',
+    });
   });
 });
 

@@ -360,7 +360,9 @@ export class QemuDriver implements HypervisorDriver {
       // Which other builds of this host could take the VM over (machine type, devices, firmware).
       const vmmBuilds: Record<string, { loadable: boolean; reason?: string }> = {};
       for (const [version, probe] of this.#builds) {
-        if (version !== handle.record.current.vmmVersion) vmmBuilds[version] = canLoad(probe, handle.record.spec);
+        const current = this.#builds.get(handle.record.current.vmmVersion);
+        if (version !== handle.record.current.vmmVersion)
+          vmmBuilds[version] = canLoad(probe, handle.record.spec, current);
       }
       return Object.freeze({
         sharedMemory: handle.record.spec.sharedMemory,

@@ -167,15 +167,25 @@ export interface LoadVerdict {
 
 /**
  * Whether `probe`'s build can run the VM of `spec` as it was created: the pinned machine type, every
- * device model, and the pinned firmware files present. A VM recorded before pinning runs `pc`,
- * whatever each build makes of it, so only its devices are checked.
+ * device model, and the pinned firmware files present. A VM recorded before pinning runs the
+ * unversioned `pc`, which each build takes as its own newest type: another build loads it only if
+ * its `pc` stands for the same type as on `current`, the build the VM runs on.
  */
-export function canLoad(probe: BuildProbe, spec: ResolvedVmSpec): LoadVerdict {
+export function canLoad(probe: BuildProbe, spec: ResolvedVmSpec, current?: BuildProbe): LoadVerdict {
   if (probe.error !== null) return { loadable: false, reason: probe.error };
   const problems: string[] = [];
-  const machine = spec.machine ?? 'pc';
-  if (!probe.machines.has(machine)) {
-    problems.push(`build ${probe.version} has no machine type ${machine}`);
+  if (spec.machine !== undefined) {
+    if (!probe.machines.has(spec.machine)) problems.push(`build ${probe.version} has no machine type ${spec.machine}`);
+  } else if (!probe.machines.has('pc')) {
+    problems.push(`build ${probe.version} has no machine type pc`);
+  } else if (current !== undefined && current.error === null) {
+    const running = resolveMachine(current, 'pc');
+    const there = resolveMachine(probe, 'pc');
+    if (running !== there) {
+      problems.push(
+        `the VM runs the unversioned machine type pc (${running} on build ${current.version}), which build ${probe.version} takes as ${there}`,
+      );
+    }
   }
   const missing = missingModels(probe, spec);
   if (missing.length > 0) {
