@@ -7,9 +7,11 @@
 # OUTDIR receives:
 #   vmlinuz     the host's newest /boot/vmlinuz-*, copied
 #   initrd.img  a gzip'd newc cpio: busybox (with every applet linked, /sbin/hwclock included, which
-#               qemu-ga's guest-set-time needs), the virtio and e1000 modules of that kernel, qemu-ga
-#               and stress (the benchmark's memory dirtier) with the shared libraries ldd lists,
-#               busybox init, and the tenant application (scripts/guest/tenant.sh)
+#               qemu-ga's guest-set-time needs), the virtio, e1000, virtio-blk, virtio-scsi, ext4 and
+#               virtio-net modules of that kernel with their dependencies, qemu-ga and stress (the
+#               benchmark's memory dirtier) with the shared libraries ldd lists, busybox init, the
+#               tenant application (scripts/guest/tenant.sh), the record writer (recorder.sh) and
+#               the stream server (stream.sh)
 #   stamp       what the build was made from: kernel version and a hash of every input
 #
 # Idempotent and cached: when OUTDIR/stamp matches the inputs, nothing is done (a CI run builds once;
@@ -44,18 +46,54 @@ stress=/usr/bin/stress
 [ -x "$stress" ] || die "$stress is missing: apt-get install -y stress"
 command -v cpio >/dev/null || die "cpio is missing: apt-get install -y cpio"
 
-# The modules, in the insmod order that works (notes/qemu-on-this-machine.md).
-modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000)
+# The modules and, before each, what it needs (modules.dep), in an order insmod can follow, in
+# groups that rc.sh loads only when the VM has such a device (a guest without a disk boots as fast as
+# before). `base` is the insmod order that works (notes/qemu-on-this-machine.md); then the disk and
+# network drivers of a guest that boots from its disk: virtio-blk, virtio-scsi (and the SCSI disk
+# driver), ext4 (crc32c is a crypto module ext4 asks for by name: loaded explicitly, as there is no
+# modprobe) and virtio-net.
+groups=(
+  "base:virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console e1000"
+  "blk:virtio_blk"
+  "scsi:virtio_scsi sd_mod"
+  "ext4:crc32c_generic ext4"
+  "net:virtio_net"
+)
+declare -A dep_path dep_list
+while IFS=: read -r path deps; do
+  name=${path##*/}
+  name=${name%%.ko*}
+  dep_path[$name]=$path
+  dep_list[$name]=$deps
+done <"$moddir/modules.dep"
+modules=()
+module_groups=()
 module_paths=()
-for m in "${modules[@]}"; do
-  p=$(find "$moddir" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" -o -name "$m.ko.gz" | head -n 1)
-  [ -n "$p" ] || die "module $m not found under $moddir"
-  module_paths+=("$p")
+declare -A placed
+place() {
+  local group=$1 m=$2 d dn
+  [ -n "${placed[$m]:-}" ] && return 0
+  [ -n "${dep_path[$m]:-}" ] || die "module $m not found in $moddir/modules.dep"
+  placed[$m]=1
+  for d in ${dep_list[$m]}; do
+    dn=${d##*/}
+    place "$group" "${dn%%.ko*}"
+  done
+  modules+=("$m")
+  module_groups+=("$group")
+  module_paths+=("$moddir/${dep_path[$m]}")
+}
+for g in "${groups[@]}"; do
+  for m in ${g#*:}; do place "${g%%:*}" "$m"; done
 done
+
+# The guest's own programs (scripts/guest): start-up, their shared reading of the tenant arguments,
+# the tenant application, the record writer and the stream server.
+programs=(rc.sh args.sh tenant.sh recorder.sh stream.sh)
 
 inputs=$(
   {
-    sha256sum "$here/build-guest.sh" "$here/tenant.sh" "$here/rc.sh" "$busybox" "$qga" "$stress" "${module_paths[@]}"
+    sha256sum "$here/build-guest.sh" "${programs[@]/#/$here/}" "$busybox" "$qga" "$stress" "${module_paths[@]}"
     echo "$kver"
   } | sha256sum | cut -c1-16
 )
@@ -79,7 +117,9 @@ done
 ln -sf ../bin/busybox "$root/sbin/hwclock"
 ln -sf bin/busybox "$root/init"
 
+: >"$root/lib/modules/order"
 for i in "${!modules[@]}"; do
+  echo "${module_groups[$i]} ${modules[$i]}" >>"$root/lib/modules/order"
   p=${module_paths[$i]}
   dest=$root/lib/modules/${modules[$i]}.ko
   case $p in
@@ -98,10 +138,17 @@ for lib in $(ldd "$qga" "$stress" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^
 done
 
 install -m 0755 "$here/rc.sh" "$root/etc/rc.sh"
+install -m 0644 "$here/args.sh" "$root/etc/args.sh"
 install -m 0755 "$here/tenant.sh" "$root/bin/tenant"
+install -m 0755 "$here/recorder.sh" "$root/bin/recorder"
+install -m 0755 "$here/stream.sh" "$root/bin/stream"
+# The recorder and the stream server idle unless their argument is set (tenant.records=1,
+# tenant.stream=1); init restarts any of them that exits.
 cat >"$root/etc/inittab" <<'TAB'
 ::sysinit:/etc/rc.sh
 ::respawn:/bin/tenant
+::respawn:/bin/recorder
+::respawn:/bin/stream
 TAB
 echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
 echo 'root:x:0:' >"$root/etc/group"

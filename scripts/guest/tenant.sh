@@ -1,8 +1,9 @@
 #!/bin/sh
 # The tenant application of the test guest: what a customer's workload does with Scheduled Events.
 #
-# - brings up eth0 (tenant.ip, default 169.254.0.15/16) on the VM's user-mode network, whose
-#   169.254.169.254:80 the host forwards to this VM's own metadata channel;
+# - brings up the metadata NIC (the e1000 one; tenant.mdip, default 169.254.0.15/16) on the VM's
+#   user-mode network, whose 169.254.169.254:80 the host forwards to this VM's own metadata channel
+#   (tenant.ip is the tenant NIC's, which rc.sh configures);
 # - polls /metadata/scheduledevents once per second with `Metadata: true`, logs every event it
 #   sees (and every change of its status) and APPROVES Freeze events (POST StartRequests);
 # - keeps a ticker every 10 ms and reports the largest gap between ticks once per second, in guest
@@ -18,18 +19,12 @@
 #   TICK t=<uptime> n=<ticks> gap_ms=<largest gap since the last report>
 #   B <tick> <uptime>                     (tenant.beat=1 only)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+. /etc/args.sh
 
 URL='http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01'
-IP=169.254.0.15/16
-BEAT=0
-DIRTY_MB=0
-for word in $(cat /proc/cmdline); do
-  case $word in
-    tenant.ip=*) IP=${word#tenant.ip=} ;;
-    tenant.beat=*) BEAT=${word#tenant.beat=} ;;
-    tenant.dirty_mb=*) DIRTY_MB=${word#tenant.dirty_mb=} ;;
-  esac
-done
+IP=$(arg tenant.mdip 169.254.0.15/16)
+BEAT=$(arg tenant.beat 0)
+DIRTY_MB=$(arg tenant.dirty_mb 0)
 BOOT=$(cat /proc/sys/kernel/random/boot_id)
 
 # The wall clock with microseconds (busybox date has no %N; adjtimex prints tv_sec and tv_usec).
@@ -111,13 +106,14 @@ ticker &
 [ "$DIRTY_MB" -gt 0 ] 2>/dev/null && dirtier "$DIRTY_MB" &
 
 i=0
-while ! ip link show eth0 >/dev/null 2>&1 && [ $i -lt 100 ]; do
+while ! NIC=$(nic_by_driver e1000) && [ $i -lt 100 ]; do
   sleep 0.1
   i=$((i + 1))
 done
+NIC=${NIC:-eth0}
 ip link set lo up
-ip link set eth0 up
-ip addr add "$IP" dev eth0
+ip link set "$NIC" up
+ip addr add "$IP" dev "$NIC"
 log "boot=$BOOT start ip=$IP"
 
 seen=/tmp/seen

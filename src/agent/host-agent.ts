@@ -1,7 +1,13 @@
 import { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
 import { IntermissionError, coerceError } from '../domain/index.js';
-import { STEP_KINDS, isStepKindName, type VmCapabilities } from '../domain/rollout/index.js';
+import {
+  MAX_VMM_BUILD_FACTS,
+  MAX_VMM_BUILD_REASON_CHARS,
+  STEP_KINDS,
+  isStepKindName,
+  type VmCapabilities,
+} from '../domain/rollout/index.js';
 import type { HypervisorDriver, ResumeResult } from '../hypervisor/index.js';
 import type { SimTime } from '../hypervisor/sim/index.js';
 import { adoptHost, type AdoptionClockInfo, type ClockFields } from './adoption.js';
@@ -525,5 +531,20 @@ function toWireCapabilities(c: VmCapabilities): AgentVm['capabilities'] {
     ...(c.migratableDevices === undefined ? {} : { migratableDevices: c.migratableDevices }),
     ...(c.blockingDevices === undefined ? {} : { blockingDevices: [...c.blockingDevices] }),
     ...(c.guestAgent === undefined ? {} : { guestAgent: c.guestAgent }),
+    ...(c.vmmBuilds === undefined ? {} : { vmmBuilds: wireBuildFacts(c.vmmBuilds) }),
   };
+}
+
+/** Which builds can load the VM, bounded as the wire schema requires (a long reason is cut). */
+function wireBuildFacts(
+  builds: NonNullable<VmCapabilities['vmmBuilds']>,
+): NonNullable<AgentVm['capabilities']['vmmBuilds']> {
+  const out: NonNullable<AgentVm['capabilities']['vmmBuilds']> = {};
+  for (const [version, fact] of Object.entries(builds).slice(0, MAX_VMM_BUILD_FACTS)) {
+    out[version] = {
+      loadable: fact.loadable,
+      ...(fact.reason === undefined ? {} : { reason: fact.reason.slice(0, MAX_VMM_BUILD_REASON_CHARS) }),
+    };
+  }
+  return out;
 }

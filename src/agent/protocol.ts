@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { MAX_PAUSE_BUDGET_MS } from '../domain/index.js';
-import { STEP_KINDS, UPDATE_KINDS, VM_PATHS } from '../domain/rollout/index.js';
+import {
+  MAX_VMM_BUILD_FACTS,
+  MAX_VMM_BUILD_REASON_CHARS,
+  STEP_KINDS,
+  UPDATE_KINDS,
+  VM_PATHS,
+} from '../domain/rollout/index.js';
 
 /**
  * The controller ↔ host agent protocol (HTTP/JSON, version 1). A host step is sent once with
@@ -99,6 +105,15 @@ export const agentVmSchema = z
         migratableDevices: z.boolean().optional(),
         blockingDevices: z.array(z.string()).optional(),
         guestAgent: z.boolean().optional(),
+        vmmBuilds: z
+          .record(
+            z.string().min(1).max(100),
+            z.object({ loadable: z.boolean(), reason: z.string().max(MAX_VMM_BUILD_REASON_CHARS).optional() }).strict(),
+          )
+          .refine((builds) => Object.keys(builds).length <= MAX_VMM_BUILD_FACTS, {
+            message: `at most ${MAX_VMM_BUILD_FACTS} builds`,
+          })
+          .optional(),
       })
       .strict(),
   })

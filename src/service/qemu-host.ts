@@ -4,7 +4,14 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { IntermissionError, coerceError, type Vm } from '../domain/index.js';
 import {
+  MAX_VM_DISKS,
+  MAX_VM_NICS,
   QEMU_ACCELERATORS,
+  QEMU_CACHE_MODES,
+  QEMU_DISK_BUSES,
+  QEMU_DISK_FORMATS,
+  QEMU_FIRMWARES,
+  QEMU_NIC_MODELS,
   QemuDriver,
   commandHostUpdate,
   type QemuDriverConfig,
@@ -13,6 +20,46 @@ import {
 import type { Logger } from './logging.js';
 
 const NAME = /^[A-Za-z0-9._-]+$/;
+
+const diskSchema = z
+  .object({
+    path: z.string().min(1).max(1024),
+    format: z.enum(QEMU_DISK_FORMATS).optional(),
+    bus: z.enum(QEMU_DISK_BUSES).optional(),
+    cache: z.enum(QEMU_CACHE_MODES).optional(),
+    readOnly: z.boolean().optional(),
+    serial: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,20}$/, 'a disk serial: 1-20 letters, digits, . _ -')
+      .optional(),
+  })
+  .strict();
+
+const IFNAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$/;
+
+const nicSchema = z
+  .object({
+    bridge: z.string().regex(IFNAME, 'an interface name: 1-15 letters, digits, . _ -'),
+    tap: z.string().regex(IFNAME, 'an interface name: 1-15 letters, digits, . _ -').optional(),
+    mac: z
+      .string()
+      .regex(/^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$/, 'a MAC address like 52:54:00:12:34:56')
+      .optional(),
+    model: z.enum(QEMU_NIC_MODELS).optional(),
+  })
+  .strict();
+
+const bootSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('firmware'), firmware: z.enum(QEMU_FIRMWARES) }).strict(),
+  z
+    .object({
+      kind: z.literal('kernel'),
+      kernel: z.string().min(1).optional(),
+      initrd: z.string().min(1).optional(),
+      args: z.string().max(2048).optional(),
+    })
+    .strict(),
+]);
 
 const vmOverrideSchema = z
   .object({
@@ -24,8 +71,24 @@ const vmOverrideSchema = z
     kernelArgs: z.string().optional(),
     vapic: z.boolean().optional(),
     pciBridgeHotplug: z.boolean().optional(),
+    disks: z.array(diskSchema).max(MAX_VM_DISKS).optional(),
+    nics: z.array(nicSchema).max(MAX_VM_NICS).optional(),
+    boot: bootSchema.optional(),
+    cpuModel: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'a QEMU CPU model name')
+      .optional(),
+    machine: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a QEMU machine type, e.g. pc-i440fx-7.2')
+      .optional(),
   })
   .strict();
+
+const buildSchema = z.union([
+  z.string().min(1),
+  z.object({ binary: z.string().min(1), dataDir: z.string().min(1).optional() }).strict(),
+]);
 
 /**
  * The QEMU settings of one host agent (`intermission agent --driver qemu --qemu-config <file>`),
@@ -38,6 +101,11 @@ const vmOverrideSchema = z
  * defaultVmmVersion: "7.2.22"
  * kernel: /srv/guest/vmlinuz
  * initrd: /srv/guest/initrd.img
+ * # a build given with its data directory (firmware it lacks), e.g. QEMU 10 unpacked under /opt:
+ * # vmmBuilds: { "10.0.2": { binary: /opt/qemu-10.0.2/usr/bin/qemu-system-x86_64, dataDir: /usr/share/qemu } }
+ * # a VM that boots from its own disk through SeaBIOS, with a NIC on a tap of bridge br0:
+ * # vms: { web_0: { boot: { kind: firmware, firmware: seabios }, disks: [{ path: /srv/vms/web_0.qcow2 }],
+ * #                 nics: [{ bridge: br0 }] } }
  * metadataDir: /run/intermission/metadata   # the controller listens on <metadataDir>/<vm>.sock
  * hostUpdateCommand: [/usr/local/sbin/apply-host-patch]
  * vms: { db_0: { ramMb: 2048 } }
@@ -45,11 +113,14 @@ const vmOverrideSchema = z
 export const qemuHostFileSchema = z
   .object({
     runDir: z.string().min(1),
-    vmmBuilds: z.record(z.string().regex(NAME, 'a version label: letters, digits, . _ -'), z.string().min(1)),
+    vmmBuilds: z.record(z.string().regex(NAME, 'a version label: letters, digits, . _ -'), buildSchema),
     defaultVmmVersion: z.string().min(1),
     accel: z.enum(QEMU_ACCELERATORS).optional(),
-    kernel: z.string().min(1),
-    initrd: z.string().min(1),
+    /** Direct kernel boot, the default boot of VMs when set; VMs that boot from disk need neither. */
+    kernel: z.string().min(1).optional(),
+    initrd: z.string().min(1).optional(),
+    /** Where firmware images are looked for when a VM is created (and pinned). */
+    firmwareSearchPath: z.array(z.string().min(1)).max(16).optional(),
     kernelArgs: z.string().optional(),
     memoryDir: z.string().min(1).optional(),
     defaultRamMb: z.number().int().min(16).optional(),
@@ -87,16 +158,48 @@ export function parseQemuHostConfig(input: unknown, baseDir: string): QemuHostCo
       `defaultVmmVersion ${JSON.stringify(config.defaultVmmVersion)} is not a key of vmmBuilds`,
     );
   }
+  const binaryPath = (binary: string): string => (binary.includes('/') ? abs(binary) : binary);
   return {
     ...config,
     runDir: abs(config.runDir),
-    kernel: abs(config.kernel),
-    initrd: abs(config.initrd),
+    ...(config.kernel === undefined ? {} : { kernel: abs(config.kernel) }),
+    ...(config.initrd === undefined ? {} : { initrd: abs(config.initrd) }),
+    ...(config.firmwareSearchPath === undefined ? {} : { firmwareSearchPath: config.firmwareSearchPath.map(abs) }),
     metadataDir: abs(config.metadataDir),
     ...(config.memoryDir === undefined ? {} : { memoryDir: abs(config.memoryDir) }),
     vmmBuilds: Object.fromEntries(
-      Object.entries(config.vmmBuilds).map(([label, binary]) => [label, binary.includes('/') ? abs(binary) : binary]),
+      Object.entries(config.vmmBuilds).map(([label, build]) => [
+        label,
+        typeof build === 'string'
+          ? binaryPath(build)
+          : {
+              binary: binaryPath(build.binary),
+              ...(build.dataDir === undefined ? {} : { dataDir: abs(build.dataDir) }),
+            },
+      ]),
     ),
+    ...(config.vms === undefined
+      ? {}
+      : {
+          vms: Object.fromEntries(
+            Object.entries(config.vms).map(([name, vm]) => [
+              name,
+              {
+                ...vm,
+                ...(vm.disks === undefined ? {} : { disks: vm.disks.map((d) => ({ ...d, path: abs(d.path) })) }),
+                ...(vm.boot?.kind === 'kernel'
+                  ? {
+                      boot: {
+                        ...vm.boot,
+                        ...(vm.boot.kernel === undefined ? {} : { kernel: abs(vm.boot.kernel) }),
+                        ...(vm.boot.initrd === undefined ? {} : { initrd: abs(vm.boot.initrd) }),
+                      },
+                    }
+                  : {}),
+              },
+            ]),
+          ),
+        }),
   };
 }
 
@@ -159,8 +262,9 @@ export async function openQemuHost(options: QemuHostOptions): Promise<QemuHostSt
     runDir: config.runDir,
     vmmBuilds: config.vmmBuilds,
     defaultVmmVersion: config.defaultVmmVersion,
-    kernel: config.kernel,
-    initrd: config.initrd,
+    ...(config.kernel === undefined ? {} : { kernel: config.kernel }),
+    ...(config.initrd === undefined ? {} : { initrd: config.initrd }),
+    ...(config.firmwareSearchPath === undefined ? {} : { firmwareSearchPath: config.firmwareSearchPath }),
     ...(config.accel === undefined ? {} : { accel: config.accel }),
     ...(config.kernelArgs === undefined ? {} : { kernelArgs: config.kernelArgs }),
     ...(config.memoryDir === undefined ? {} : { memoryDir: config.memoryDir }),

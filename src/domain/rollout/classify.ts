@@ -1,6 +1,7 @@
 import { formatDuration } from '../time.js';
 import {
   ADVISORY_CODES,
+  MAX_VMM_BUILD_REASON_CHARS,
   PATH_EVENT_TYPES,
   REASON_CODES,
   UPDATE_IMPACTS,
@@ -23,7 +24,10 @@ export const MISSING_CAPABILITY_REASONS = {
 
 /** What {@link classifyVm} needs to know. */
 export interface ClassifyVmInput {
-  readonly update: Pick<ResolvedUpdate, 'kind' | 'expectedApplyMs' | 'durations'>;
+  readonly update: Pick<ResolvedUpdate, 'kind' | 'expectedApplyMs' | 'durations'> & {
+    /** For a `vmm-update`: its target build, checked against `capabilities.vmmBuilds`. */
+    readonly vmm?: ResolvedUpdate['vmm'];
+  };
   /** The driver's facts about the VM; `undefined` when none were reported. */
   readonly capabilities: VmCapabilities | undefined;
   /** The VM's pause budget (the lowest that applies to it). */
@@ -76,6 +80,7 @@ export function classifyVm(input: ClassifyVmInput): VmClassification {
   const caps = input.capabilities;
   const reasons: ReasonCode[] = [];
   let devices: readonly string[] = [];
+  let loadProblem: string | undefined;
   if (caps === undefined) {
     reasons.push('CAPABILITIES_UNKNOWN');
   } else {
@@ -86,6 +91,11 @@ export function classifyVm(input: ClassifyVmInput): VmClassification {
       if (caps[flag] !== true) reasons.push(MISSING_CAPABILITY_REASONS[flag]);
     }
     if (reasons.includes('DEVICE_NOT_MIGRATABLE')) devices = [...(caps.blockingDevices ?? [])].sort();
+    const load = targetLoadProblem(input.update, caps);
+    if (load !== null) {
+      reasons.push('TARGET_CANNOT_LOAD');
+      loadProblem = load;
+    }
   }
   if (pause > budget) reasons.push('APPLY_EXCEEDS_PAUSE_BUDGET');
   if (reasons.length > 0) {
@@ -98,6 +108,7 @@ export function classifyVm(input: ClassifyVmInput): VmClassification {
       devices,
       instead: impact.preservingPath,
       wouldPauseMs: pause,
+      ...(loadProblem === undefined ? {} : { loadProblem }),
     });
   }
   const advisories: AdvisoryCode[] = caps?.guestAgent === true ? [] : ['CLOCK_RESYNC_UNVERIFIED'];
@@ -121,6 +132,24 @@ interface ClassificationFields {
   /** For a fallback: the preserving path it replaces and that path's pause. */
   readonly instead?: 'in-place-migration' | 'pause';
   readonly wouldPauseMs?: number;
+  /** For `TARGET_CANNOT_LOAD`: the target build and the host's reason. */
+  readonly loadProblem?: string;
+}
+
+/**
+ * Why the target build of a `vmm-update` cannot load the VM, from the host's facts; null when it
+ * can, or when nothing says it cannot (a build the host did not report on is not presumed unable).
+ */
+export function targetLoadProblem(
+  update: Pick<ClassifyVmInput['update'], 'kind' | 'vmm'>,
+  caps: VmCapabilities | undefined,
+): string | null {
+  if (update.kind !== 'vmm-update' || update.vmm == null) return null;
+  const target = update.vmm.toVersion;
+  const fact = caps?.vmmBuilds?.[target];
+  if (fact === undefined || fact.loadable) return null;
+  const reason = (fact.reason ?? '').slice(0, MAX_VMM_BUILD_REASON_CHARS);
+  return `build ${target}${reason === '' ? '' : `: ${reason}`}`;
 }
 
 function classification(f: ClassificationFields): VmClassification {
@@ -164,6 +193,9 @@ function explain(f: ClassificationFields): string {
 function reasonWords(reason: ReasonCode, f: ClassificationFields): string {
   if (reason === 'DEVICE_NOT_MIGRATABLE' && f.devices.length > 0) {
     return `${f.devices.length === 1 ? 'device' : 'devices'} ${f.devices.join(', ')} cannot be migrated`;
+  }
+  if (reason === 'TARGET_CANNOT_LOAD' && f.loadProblem !== undefined) {
+    return `the target VMM ${f.loadProblem}`;
   }
   if (reason === 'APPLY_EXCEEDS_PAUSE_BUDGET' && f.wouldPauseMs !== undefined) {
     return `its expected pause (${formatDuration(f.wouldPauseMs)}) is longer than its pause budget (${formatDuration(f.pauseBudgetMs)})`;

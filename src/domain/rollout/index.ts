@@ -3,7 +3,13 @@
  * waves, batches, host steps and scheduled events. No I/O lives here.
  */
 export * from './model.js';
-export { classifyVm, expectedPauseMs, MISSING_CAPABILITY_REASONS, type ClassifyVmInput } from './classify.js';
+export {
+  classifyVm,
+  expectedPauseMs,
+  MISSING_CAPABILITY_REASONS,
+  targetLoadProblem,
+  type ClassifyVmInput,
+} from './classify.js';
 export { describeBound, planTimeProblem, ROLLOUT_LIMITS } from './limits.js';
 export {
   parseRolloutPolicy,

@@ -79,7 +79,25 @@ export interface VmCapabilities {
   readonly blockingDevices?: readonly string[];
   /** A guest agent answers, so the guest clock can be resynchronised and its offset measured (invariant 4). */
   readonly guestAgent?: boolean;
+  /**
+   * Per other VMM build of the VM's host (by version label, at most {@link MAX_VMM_BUILD_FACTS}):
+   * whether that build can load the VM as it was created (its pinned machine type, its device
+   * models, its firmware), and if not why. A `vmm-update` to a build that cannot load it falls back
+   * (`TARGET_CANNOT_LOAD`); a build not listed is not known to be unable.
+   */
+  readonly vmmBuilds?: Readonly<Record<string, VmmBuildFact>>;
 }
+
+/** Whether one VMM build can load a VM (see {@link VmCapabilities.vmmBuilds}). */
+export interface VmmBuildFact {
+  readonly loadable: boolean;
+  /** Why not, for the operator (at most {@link MAX_VMM_BUILD_REASON_CHARS} characters). */
+  readonly reason?: string;
+}
+
+/** Bounds of {@link VmCapabilities.vmmBuilds}. */
+export const MAX_VMM_BUILD_FACTS = 32;
+export const MAX_VMM_BUILD_REASON_CHARS = 500;
 
 /** The capability flags of {@link VmCapabilities}. */
 export const CAPABILITY_FLAGS = ['sharedMemory', 'migratableDevices', 'guestAgent'] as const;
@@ -99,6 +117,11 @@ export const REASON_CODES = {
   DEVICE_NOT_MIGRATABLE: 'a device of it cannot be migrated',
   /** Only when the policy sets `requireGuestAgent`: the clock cannot be resynchronised and measured. */
   NO_GUEST_AGENT: 'no guest agent answers, so its clock cannot be resynchronised and measured',
+  /**
+   * A VMM update whose target build cannot load the VM (a machine type, device model or firmware it
+   * lacks), as the VM's host reported before anything started.
+   */
+  TARGET_CANNOT_LOAD: 'the target VMM build cannot load it',
   /** The expected pause is longer than the VM's pause budget (invariant 1). */
   APPLY_EXCEEDS_PAUSE_BUDGET: 'its expected pause is longer than its pause budget',
   /** The update restarts the host: no VM can keep running. */

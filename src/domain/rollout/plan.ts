@@ -3,7 +3,7 @@ import { eventTiming, minimumNotice, type EventTiming } from '../events/notice.j
 import { FleetIndex } from '../fleet.js';
 import { HOUR, isRenderableTime } from '../time.js';
 import type { EventType, Fleet, ScopeId, Vm } from '../vocabulary.js';
-import { classifyVm } from './classify.js';
+import { classifyVm, targetLoadProblem } from './classify.js';
 import { ROLLOUT_LIMITS, planTimeProblem } from './limits.js';
 import { guidsAfter } from './internal/ids.js';
 import { assignWaves, packBatches, type WaveHost } from './internal/waves.js';
@@ -599,6 +599,9 @@ function classifier(
       if (devicesMatter && caps.migratableDevices !== true && caps.blockingDevices && caps.blockingDevices.length > 0) {
         key = `${key}/${caps.blockingDevices.join('\u0000')}`;
       }
+      // A target build that cannot load the VM shows its reason in the explanation.
+      const load = targetLoadProblem(update, caps);
+      if (load !== null) key = `${key}/load/${load}`;
     }
     let c = cache.get(key);
     if (!c) {

@@ -23,12 +23,25 @@ export {
   type CommandHostUpdateOptions,
   type HostUpdateHook,
   type HostUpdateHookOptions,
+  DEFAULT_FIRMWARE_SEARCH_PATH,
+  MAX_VMM_BUILDS,
   type QemuAccelerator,
+  type QemuBuildConfig,
   type QemuDriverConfig,
   type QemuWatchdogConfig,
   type ResolvedQemuConfig,
 } from './qemu-config.js';
 export {
+  MAX_VM_DISKS,
+  MAX_VM_NICS,
+  QEMU_CACHE_MODES,
+  QEMU_DISK_BUSES,
+  QEMU_DISK_FORMATS,
+  QEMU_FIRMWARES,
+  QEMU_NIC_MODELS,
+  type QemuBootSpec,
+  type QemuDiskSpec,
+  type QemuNicSpec,
   NON_MIGRATABLE_DEVICE_DRIVERS,
   RAM_TRANSFER_MODES,
   SWAP_PHASES,
@@ -61,5 +74,18 @@ export {
 } from './resume-watchdog.js';
 export { destroyQemuRunDir, serialLogOf, type DestroyRunDirResult } from './qemu-cleanup.js';
 export { GUEST_NETWORK, buildQemuArgv, macAddress, type QemuArgvOptions } from './internal/argv.js';
-export type { LeaseFile, ResolvedVmSpec, ProcessPaths, VmPaths } from './internal/layout.js';
+export type {
+  LeaseFile,
+  PinnedFirmware,
+  ResolvedBoot,
+  ResolvedDisk,
+  ResolvedNic,
+  ResolvedVmSpec,
+  ProcessPaths,
+  VmPaths,
+} from './internal/layout.js';
+export { canLoad, parseDeviceHelp, parseMachineHelp, probeBuild, type BuildProbe } from './internal/builds.js';
+export { firmwareNeeds, firmwareSearchDirs, pinFirmware } from './internal/firmware.js';
+export { TAP_EXEC_SCRIPT, defaultTapName, wrapWithTaps } from './internal/tap.js';
+export { nicMacAddress, pinSpec, resolveVmParts } from './internal/vm-spec.js';
 export { VM_RECORD_FORMAT, processPaths, readVmRecord, vmPaths } from './internal/layout.js';

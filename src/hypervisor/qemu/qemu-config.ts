@@ -56,18 +56,32 @@ export interface QemuDriverConfig {
    */
   readonly runDir: string;
   /**
-   * The VMM builds this host has, by version label: the QEMU binary of each. A VM runs one of them;
-   * an in-place VMM swap moves it to another. Example: `{ '7.2.22': '/usr/bin/qemu-system-x86_64' }`.
+   * The VMM builds this host has, by version label: the QEMU binary of each, or the binary and its
+   * data directory. A VM runs one of them; an in-place VMM swap moves it to another. Example:
+   * `{ '7.2.22': '/usr/bin/qemu-system-x86_64', '10.0.2': { binary: '/opt/qemu-10.0.2/usr/bin/qemu-system-x86_64',
+   * dataDir: '/usr/share/qemu' } }`. Each build is probed once when the driver opens (`--version`,
+   * `-machine help`, `-device help`), so that the driver knows which VMs it can load.
    */
-  readonly vmmBuilds: Readonly<Record<string, string>>;
+  readonly vmmBuilds: Readonly<Record<string, string | QemuBuildConfig>>;
   /** The build new VMs run on unless they name one; a key of `vmmBuilds`. */
   readonly defaultVmmVersion: string;
   /** Default `kvm`. Tests on machines without working KVM use `tcg`. */
   readonly accel?: QemuAccelerator;
-  /** The guest kernel (`-kernel`). */
-  readonly kernel: string;
-  /** The guest initramfs (`-initrd`). */
-  readonly initrd: string;
+  /** The guest kernel (`-kernel`) of VMs that boot directly into a kernel (the default boot when set). */
+  readonly kernel?: string;
+  /** The guest initramfs (`-initrd`); set together with `kernel`. */
+  readonly initrd?: string;
+  /**
+   * Where the firmware and option ROM images a new VM is pinned to are looked for, after the
+   * launching build's `dataDir`. Default Debian's: `/usr/share/qemu`, `/usr/share/seabios`,
+   * `/usr/lib/ipxe/qemu`, `/usr/share/OVMF`.
+   */
+  readonly firmwareSearchPath?: readonly string[];
+  /**
+   * The Python 3 interpreter that runs the small exec wrapper through which a VM with NICs is
+   * started (it opens the VM's queue of each multi-queue tap and passes it to QEMU). Default `python3`.
+   */
+  readonly python?: string;
   /** Kernel command line appended to `console=ttyS0 panic=-1` and each VM's own arguments. */
   readonly kernelArgs?: string;
   /** Where shared guest RAM files live (a tmpfs). Default `/dev/shm`. */
@@ -112,6 +126,21 @@ export interface QemuDriverConfig {
   readonly onSwapPhase?: SwapPhaseHook;
 }
 
+/** A VMM build: its binary and, when its own data directory lacks firmware, where to find it. */
+export interface QemuBuildConfig {
+  readonly binary: string;
+  /** Given as `-L` after the VM's pinned firmware directory (e.g. `/usr/share/qemu`). */
+  readonly dataDir?: string;
+}
+
+/** Default {@link QemuDriverConfig.firmwareSearchPath}. */
+export const DEFAULT_FIRMWARE_SEARCH_PATH: readonly string[] = Object.freeze([
+  '/usr/share/qemu',
+  '/usr/share/seabios',
+  '/usr/lib/ipxe/qemu',
+  '/usr/share/OVMF',
+]);
+
 /** What QEMU can do: everything the port has. */
 export const QEMU_DRIVER_CAPABILITIES: DriverCapabilities = driverCapabilities({
   inPlaceMigration: true,
@@ -119,6 +148,12 @@ export const QEMU_DRIVER_CAPABILITIES: DriverCapabilities = driverCapabilities({
   guestClock: true,
   reboot: true,
 });
+
+/** Bound on the builds of one host (each is probed when the driver opens). */
+export const MAX_VMM_BUILDS = 16;
+
+/** A directory QEMU is given in an option: absolute, no commas or spaces. */
+const SAFE_DIR_PATTERN = /^\/[A-Za-z0-9._/+-]*$/;
 
 /** Default RAM of a VM, in MB. */
 export const DEFAULT_QEMU_RAM_MB = 256;
@@ -138,11 +173,16 @@ export const DEFAULT_SWITCHOVER_REALTIME = 1;
 export interface ResolvedQemuConfig {
   readonly host: string;
   readonly runDir: string;
+  /** The binary of each build. */
   readonly vmmBuilds: Readonly<Record<string, string>>;
+  /** The data directory of each build that names one. */
+  readonly buildDataDirs: Readonly<Record<string, string>>;
   readonly defaultVmmVersion: string;
   readonly accel: QemuAccelerator;
-  readonly kernel: string;
-  readonly initrd: string;
+  readonly kernel: string | null;
+  readonly initrd: string | null;
+  readonly firmwareSearchPath: readonly string[];
+  readonly python: string;
   readonly kernelArgs: string;
   readonly memoryDir: string;
   readonly defaultRamMb: number;
@@ -168,13 +208,32 @@ export function resolveQemuConfig(config: QemuDriverConfig): ResolvedQemuConfig 
     ['runDir', config.runDir],
     ['kernel', config.kernel],
     ['initrd', config.initrd],
+    ...(config.firmwareSearchPath ?? []).map((dir) => ['firmwareSearchPath', dir] as const),
   ] as const) {
-    if (!isAbsolute(path)) throw invalid(`${what} must be an absolute path, got ${JSON.stringify(path)}`);
+    if (path !== undefined && !isAbsolute(path)) {
+      throw invalid(`${what} must be an absolute path, got ${JSON.stringify(path)}`);
+    }
+  }
+  if ((config.kernel === undefined) !== (config.initrd === undefined)) {
+    throw invalid('kernel and initrd go together: set both or neither');
   }
   const builds = Object.entries(config.vmmBuilds);
   if (builds.length === 0) throw invalid('vmmBuilds must name at least one QEMU binary');
-  for (const [version, binary] of builds) {
-    if (version === '' || binary === '') throw invalid('every vmmBuilds entry needs a version label and a binary');
+  if (builds.length > MAX_VMM_BUILDS) throw invalid(`vmmBuilds may name at most ${MAX_VMM_BUILDS} builds`);
+  const binaries: Record<string, string> = {};
+  const dataDirs: Record<string, string> = {};
+  for (const [version, build] of builds) {
+    const binary = typeof build === 'string' ? build : build.binary;
+    if (version === '' || typeof binary !== 'string' || binary === '') {
+      throw invalid('every vmmBuilds entry needs a version label and a binary');
+    }
+    binaries[version] = binary;
+    if (typeof build !== 'string' && build.dataDir !== undefined) {
+      if (!SAFE_DIR_PATTERN.test(build.dataDir)) {
+        throw invalid(`vmmBuilds.${version}.dataDir must be an absolute path of letters, digits and . _ / + -`);
+      }
+      dataDirs[version] = build.dataDir;
+    }
   }
   if (!Object.hasOwn(config.vmmBuilds, config.defaultVmmVersion)) {
     throw invalid(`defaultVmmVersion ${JSON.stringify(config.defaultVmmVersion)} is not a key of vmmBuilds`);
@@ -208,11 +267,14 @@ export function resolveQemuConfig(config: QemuDriverConfig): ResolvedQemuConfig 
   return Object.freeze({
     host: config.host,
     runDir: config.runDir,
-    vmmBuilds: Object.freeze({ ...config.vmmBuilds }),
+    vmmBuilds: Object.freeze(binaries),
+    buildDataDirs: Object.freeze(dataDirs),
     defaultVmmVersion: config.defaultVmmVersion,
     accel,
-    kernel: config.kernel,
-    initrd: config.initrd,
+    kernel: config.kernel ?? null,
+    initrd: config.initrd ?? null,
+    firmwareSearchPath: Object.freeze([...(config.firmwareSearchPath ?? DEFAULT_FIRMWARE_SEARCH_PATH)]),
+    python: config.python ?? 'python3',
     kernelArgs: config.kernelArgs ?? '',
     memoryDir,
     defaultRamMb: positive('defaultRamMb', config.defaultRamMb ?? DEFAULT_QEMU_RAM_MB),

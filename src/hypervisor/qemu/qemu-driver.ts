@@ -30,6 +30,7 @@ import type {
 import type { DriverErrorReason } from '../errors.js';
 import { adoptAll } from './internal/adoption.js';
 import { buildQemuArgv, describeDevice, isMigratableDevice } from './internal/argv.js';
+import { canLoad, probeBuilds, type BuildProbe } from './internal/builds.js';
 import { handleOf, qmpOptions, remaining, runCall } from './internal/calls.js';
 import * as clock from './internal/clock.js';
 import {
@@ -42,6 +43,9 @@ import {
   type VmHandle,
 } from './internal/context.js';
 import { callError, closedError } from './internal/errors.js';
+import { firmwareSearchDirs } from './internal/firmware.js';
+import { deleteTaps, ensureTaps, wrapWithTaps } from './internal/tap.js';
+import { pinSpec, resolveVmParts } from './internal/vm-spec.js';
 import {
   SAFE_PATH_PATTERN,
   VM_NAME_PATTERN,
@@ -97,6 +101,8 @@ export class QemuDriver implements HypervisorDriver {
   readonly #handles = new Map<string, VmHandle>();
   readonly #closer = new AbortController();
   #closed = false;
+  /** What each build is and can load, probed once at open (see `internal/builds.ts`). */
+  #builds: ReadonlyMap<string, BuildProbe> = new Map();
   /** What the modules under `internal/` see of this driver (see `internal/context.ts`). */
   #context: QemuContext | undefined;
 
@@ -123,6 +129,7 @@ export class QemuDriver implements HypervisorDriver {
     }
     ensureDir(resolved.runDir);
     const driver = new QemuDriver(resolved);
+    driver.#builds = await probeBuilds(resolved.vmmBuilds);
     await driver.#adoptAll();
     return driver;
   }
@@ -169,6 +176,13 @@ export class QemuDriver implements HypervisorDriver {
       this.#handles.set(spec.vm, handle);
       this.#writeRecord(handle, handle.record);
       try {
+        // Pinned for the VM's life: the build's versioned machine type and its firmware images.
+        const pinned = pinSpec(spec, {
+          probe: this.#builds.get(version),
+          firmwareDir: paths.firmwareDir,
+          searchDirs: firmwareSearchDirs(binary, this.config.buildDataDirs[version], this.config.firmwareSearchPath),
+        });
+        this.#writeRecord(handle, { ...handle.record, spec: pinned });
         const started = await this.#startProcess(handle, handle.record.current, false, call);
         this.#adoptProcess(handle, started);
         handle.operation = null;
@@ -245,11 +259,19 @@ export class QemuDriver implements HypervisorDriver {
           guestAgent = handle.agentSeen;
         }
       }
+      // Which other builds of this host could take the VM over (machine type, devices, firmware).
+      const vmmBuilds: Record<string, { loadable: boolean; reason?: string }> = {};
+      for (const [version, probe] of this.#builds) {
+        const current = this.#builds.get(handle.record.current.vmmVersion);
+        if (version !== handle.record.current.vmmVersion)
+          vmmBuilds[version] = canLoad(probe, handle.record.spec, current);
+      }
       return Object.freeze({
         sharedMemory: handle.record.spec.sharedMemory,
         migratableDevices: blockingDevices.length === 0,
         blockingDevices: Object.freeze(blockingDevices),
         guestAgent,
+        vmmBuilds: Object.freeze(vmmBuilds),
       });
     });
   }
@@ -448,6 +470,9 @@ export class QemuDriver implements HypervisorDriver {
       metadataSocket: handle.record.spec.metadataSocket,
       guestAgentSocket: handle.record.spec.guestAgent ? paths.guestAgent : null,
       watchdogPid: isAlive(current.watchdogPid, paths.watchdogQmp) ? current.watchdogPid : null,
+      machine: handle.record.spec.machine ?? 'pc',
+      firmwareFiles: handle.record.spec.firmware?.files ?? [],
+      taps: (handle.record.spec.nics ?? []).map((nic) => nic.tap),
     });
   }
 
@@ -515,6 +540,7 @@ export class QemuDriver implements HypervisorDriver {
     });
     const objects = [...(options.objects ?? [])];
     if (objects.some((o) => /\s/.test(o))) throw invalid('objects may not contain spaces');
+    const parts = resolveVmParts(options, this.config);
     const sharedMemory = options.sharedMemory ?? true;
     const memPath = sharedMemory
       ? `${this.config.memoryDir}/intermission-${options.vm}-${randomBytes(4).toString('hex')}.ram`
@@ -533,6 +559,11 @@ export class QemuDriver implements HypervisorDriver {
       vapic: options.vapic ?? false,
       pciBridgeHotplug: options.pciBridgeHotplug ?? false,
       nicExtraMacRegisters: false,
+      boot: parts.boot,
+      disks: parts.disks,
+      nics: parts.nics,
+      cpuModel: parts.cpuModel,
+      ...(parts.machine === null ? {} : { machine: parts.machine }),
     });
   }
 
@@ -559,10 +590,16 @@ export class QemuDriver implements HypervisorDriver {
       vmPaths: handle.paths,
       paths,
       incoming,
+      dataDir: this.config.buildDataDirs[process.vmmVersion] ?? null,
     });
+    // Tenant NICs: the taps exist (a host restart removes them), and QEMU starts through the
+    // wrapper that hands it its own queue of each (see internal/tap.ts).
+    const nics = handle.record.spec.nics ?? [];
     let child: { pid: number; exited(): boolean };
     try {
-      child = await spawnDetached(process.binary, argv, { logFile: paths.qemuLog, cwd: paths.dir });
+      await ensureTaps(nics);
+      const { command, args } = wrapWithTaps(this.config.python, process.binary, argv, nics);
+      child = await spawnDetached(command, args, { logFile: paths.qemuLog, cwd: paths.dir });
     } catch (error) {
       throw this.#error(call, 'OPERATION_FAILED', `cannot start ${process.binary}: ${String(error)}`, {}, error);
     }
@@ -619,6 +656,7 @@ export class QemuDriver implements HypervisorDriver {
     void handle.agent?.close();
     handle.agent = undefined;
     if (handle.record.spec.memPath !== null) removeFile(handle.record.spec.memPath);
+    await deleteTaps(handle.record.spec.nics ?? []);
     rmSync(handle.paths.dir, { recursive: true, force: true });
     this.#handles.delete(handle.name);
   }

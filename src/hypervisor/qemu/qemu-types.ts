@@ -29,6 +29,64 @@ export interface QemuDeviceSpec {
   readonly migratable?: boolean;
 }
 
+/** Image formats a VM disk may have. */
+export const QEMU_DISK_FORMATS = ['raw', 'qcow2'] as const;
+/** How a disk is attached: its own virtio-blk PCI device, or a LUN on the VM's virtio-scsi controller. */
+export const QEMU_DISK_BUSES = ['virtio-blk', 'virtio-scsi'] as const;
+/** QEMU's `cache=` modes (`none` opens with O_DIRECT, which the image's filesystem must support). */
+export const QEMU_CACHE_MODES = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'] as const;
+/** NIC device models on a tap. */
+export const QEMU_NIC_MODELS = ['virtio-net-pci', 'e1000'] as const;
+/** System firmware a VM may boot from disk with: SeaBIOS (BIOS) or OVMF (UEFI). */
+export const QEMU_FIRMWARES = ['seabios', 'ovmf'] as const;
+/** Bounds of a VM spec: more disks or NICs than this is refused at the edge. */
+export const MAX_VM_DISKS = 16;
+export const MAX_VM_NICS = 8;
+
+/** One disk of a VM (`-drive if=none` plus its device). Every process of the VM opens the same image. */
+export interface QemuDiskSpec {
+  /** The image file, absolute; letters, digits and . _ / + - only. */
+  readonly path: string;
+  /** Default `qcow2` when the name ends in `.qcow2`, else `raw`. */
+  readonly format?: (typeof QEMU_DISK_FORMATS)[number];
+  /** Default `virtio-blk`. */
+  readonly bus?: (typeof QEMU_DISK_BUSES)[number];
+  /** Default `none` (O_DIRECT): what a host that can crash wants. */
+  readonly cache?: (typeof QEMU_CACHE_MODES)[number];
+  /** Default false. */
+  readonly readOnly?: boolean;
+  /** The serial the guest sees (`/dev/disk/by-id/virtio-<serial>`): letters, digits, . _ -, at most 20. */
+  readonly serial?: string;
+}
+
+/** One NIC of a VM on a tap device attached to a Linux bridge. */
+export interface QemuNicSpec {
+  /** The bridge the tap is attached to; it must exist (the driver does not create bridges). */
+  readonly bridge: string;
+  /** The tap's name (at most 15 characters). Default derived from the VM's name and the NIC's index. */
+  readonly tap?: string;
+  /** Default: a stable, locally administered MAC from the VM's name and the NIC's index. */
+  readonly mac?: string;
+  /** Default `virtio-net-pci`. */
+  readonly model?: (typeof QEMU_NIC_MODELS)[number];
+}
+
+/**
+ * How a VM boots: through firmware from its first disk (SeaBIOS, or OVMF with a per-VM copy of
+ * its variable store), or directly into a kernel and initrd (`-kernel`, `-initrd`, `-append`).
+ */
+export type QemuBootSpec =
+  | { readonly kind: 'firmware'; readonly firmware: (typeof QEMU_FIRMWARES)[number] }
+  | {
+      readonly kind: 'kernel';
+      /** Default the driver's `kernel`. */
+      readonly kernel?: string;
+      /** Default the driver's `initrd`. */
+      readonly initrd?: string;
+      /** Appended to the kernel command line, before the VM's `kernelArgs`. */
+      readonly args?: string;
+    };
+
 /** What a VM is made of: the part of a launch that every later process of the VM repeats. */
 export interface QemuVmSpec {
   /** The VM's name: letters, digits, `.`, `_` and `-`. */
@@ -72,6 +130,23 @@ export interface QemuVmSpec {
    * without it. Default false.
    */
   readonly pciBridgeHotplug?: boolean;
+  /** Disks, in order (the first one is the boot disk of a firmware boot). At most {@link MAX_VM_DISKS}. */
+  readonly disks?: readonly QemuDiskSpec[];
+  /** NICs on taps, beside the metadata NIC every VM has. At most {@link MAX_VM_NICS}. */
+  readonly nics?: readonly QemuNicSpec[];
+  /**
+   * Default: direct kernel boot with the driver's `kernel` and `initrd` when it has them, else
+   * `{ kind: 'firmware', firmware: 'seabios' }`. With a firmware boot the VM's `kernelArgs` reach
+   * the guest as the SMBIOS OEM string `intermission.args=<args>` (type 11).
+   */
+  readonly boot?: QemuBootSpec;
+  /** `-cpu`. Default `host` under KVM, QEMU's own default under TCG. */
+  readonly cpuModel?: string;
+  /**
+   * The machine type, pinned for the VM's life. Default: what the launching build's `pc` alias
+   * resolves to (e.g. `pc-i440fx-7.2`), so that a later build loads the VM as this one ran it.
+   */
+  readonly machine?: string;
 }
 
 /** Options of {@link QemuDriver.launch}. */
@@ -97,6 +172,12 @@ export interface QemuVmInfo extends VmRuntimeInfo {
   readonly guestAgentSocket: string | null;
   /** The resume watchdog process of the current VMM process, or null when none runs. */
   readonly watchdogPid: number | null;
+  /** The machine type every process of the VM gets (`pc` for a VM recorded before pinning). */
+  readonly machine: string;
+  /** The firmware and option ROM images pinned in the VM's directory; empty for an older VM. */
+  readonly firmwareFiles: readonly string[];
+  /** The tap devices of its NICs. */
+  readonly taps: readonly string[];
 }
 
 /** How guest RAM moves in a local migration. */

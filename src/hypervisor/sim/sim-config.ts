@@ -127,6 +127,12 @@ export interface SimVmSpec {
   readonly clockOffsetMs?: number;
   /** VMM build running it. Default: the host's `vmmVersion`. */
   readonly vmmVersion?: string;
+  /**
+   * VMM builds that cannot load this VM, with the reason (e.g. `{ '6.2': 'build 6.2 has no machine
+   * type pc-i440fx-7.2' }`), reported in `vmCapabilities().vmmBuilds` as the QEMU driver does.
+   * Default none: every build loads it.
+   */
+  readonly unloadableBuilds?: Readonly<Record<string, string>>;
 }
 
 /** Configuration of a simulated host ({@link SimHost}). */

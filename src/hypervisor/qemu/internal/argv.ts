@@ -6,7 +6,9 @@
 import { createHash } from 'node:crypto';
 import type { ResolvedQemuConfig } from '../qemu-config.js';
 import { NON_MIGRATABLE_DEVICE_DRIVERS, type QemuDeviceSpec } from '../qemu-types.js';
+import { OVMF_CODE_FILE, OVMF_VARS_FILE } from './firmware.js';
 import type { ProcessPaths, ResolvedVmSpec, VmPaths } from './layout.js';
+import { tapFd } from './tap.js';
 
 /** The guest's view of its metadata network (notes: user networking with a guestfwd per VM). */
 export const GUEST_NETWORK = Object.freeze({
@@ -20,6 +22,8 @@ export const GUEST_NETWORK = Object.freeze({
 export interface QemuArgvOptions {
   readonly config: Pick<ResolvedQemuConfig, 'accel' | 'kernel' | 'initrd' | 'kernelArgs' | 'socatBinary'>;
   readonly spec: ResolvedVmSpec;
+  /** The data directory of the process's build (`-L`, after the VM's pinned firmware), if it names one. */
+  readonly dataDir?: string | null;
   readonly vmPaths: Pick<VmPaths, 'serialLog'>;
   readonly paths: ProcessPaths;
   /** Start waiting for an incoming migration (`-incoming defer`) instead of booting. */
@@ -34,9 +38,15 @@ export function buildQemuArgv(options: QemuArgvOptions): string[] {
     args.push(...values);
   };
   push('-name', `${spec.vm},debug-threads=on`);
+  // Firmware and option ROMs: the VM's pinned copies first, so that every build loads the images
+  // the VM was created with (QEMU searches `-L` directories in the order given, before its own).
+  if (spec.firmware !== undefined) push('-L', spec.firmware.dir);
+  if (options.dataDir) push('-L', options.dataDir);
   push('-accel', config.accel);
-  if (config.accel === 'kvm') push('-cpu', 'host');
-  push('-machine', 'pc,memory-backend=ram0');
+  const cpu = spec.cpuModel ?? (config.accel === 'kvm' ? 'host' : null);
+  if (cpu !== null) push('-cpu', cpu);
+  // The machine type pinned at creation; `pc` for a VM recorded before pinning.
+  push('-machine', `${spec.machine ?? 'pc'},memory-backend=ram0`);
   push('-m', `${spec.ramMb}M`);
   push(
     '-object',
@@ -50,11 +60,28 @@ export function buildQemuArgv(options: QemuArgvOptions): string[] {
   // `apic-common` covers the TCG and the KVM APIC alike.
   if (!spec.vapic) push('-global', 'apic-common.vapic=off');
   if (!spec.pciBridgeHotplug) push('-global', 'PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off');
-  push('-kernel', config.kernel, '-initrd', config.initrd);
-  const append = ['console=ttyS0', 'panic=-1', 'quiet', `tenant.name=${spec.vm}`, config.kernelArgs, spec.kernelArgs]
-    .filter((part) => part !== '')
-    .join(' ');
-  push('-append', append);
+  const boot = spec.boot ?? { kind: 'kernel', kernel: null, initrd: null, args: '' };
+  const tenantArgs = [`tenant.name=${spec.vm}`, config.kernelArgs, spec.kernelArgs];
+  if (boot.kind === 'kernel') {
+    const kernel = boot.kernel ?? config.kernel;
+    const initrd = boot.initrd ?? config.initrd;
+    if (kernel === null || initrd === null) throw new Error(`VM ${spec.vm} boots a kernel, but none is configured`);
+    push('-kernel', kernel, '-initrd', initrd);
+    const append = ['console=ttyS0', 'panic=-1', 'quiet', boot.args, ...tenantArgs]
+      .filter((part) => part !== '')
+      .join(' ');
+    push('-append', append);
+  } else {
+    if (boot.firmware === 'ovmf') {
+      const dir = spec.firmware?.dir;
+      if (dir === undefined) throw new Error(`VM ${spec.vm} boots OVMF, but has no pinned firmware`);
+      push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${dir}/${OVMF_CODE_FILE}`);
+      push('-drive', `if=pflash,format=raw,unit=1,file=${dir}/${OVMF_VARS_FILE}`);
+    }
+    // No kernel command line: the tenant's arguments reach the guest as an SMBIOS OEM string.
+    const oem = tenantArgs.filter((part) => part !== '').join(' ');
+    push('-smbios', `type=11,value=intermission.args=${oem.replaceAll(',', ',,')}`);
+  }
   push('-chardev', `file,id=serial0,path=${options.vmPaths.serialLog},append=on`, '-serial', 'chardev:serial0');
   if (spec.guestAgent) {
     push('-device', 'virtio-serial-pci,id=virtio-serial0');
@@ -71,6 +98,24 @@ export function buildQemuArgv(options: QemuArgvOptions): string[] {
     // No option ROM: nothing boots from the network, and a smaller ROM is less to migrate.
     `e1000,netdev=net0,mac=${macAddress(spec.vm)},romfile=${spec.nicExtraMacRegisters ? '' : ',extra_mac_registers=off'}`,
   );
+  const disks = spec.disks ?? [];
+  if (disks.some((disk) => disk.bus === 'virtio-scsi')) push('-device', 'virtio-scsi-pci,id=scsi0');
+  disks.forEach((disk, i) => {
+    push(
+      '-drive',
+      `file=${disk.path},format=${disk.format},if=none,id=disk${i},cache=${disk.cache}${disk.readOnly ? ',readonly=on' : ''}`,
+    );
+    const device = disk.bus === 'virtio-blk' ? 'virtio-blk-pci' : 'scsi-hd,bus=scsi0.0';
+    const serial = disk.serial === null ? '' : `,serial=${disk.serial}`;
+    const bootIndex = boot.kind === 'firmware' && i === 0 ? ',bootindex=1' : '';
+    push('-device', `${device},drive=disk${i},id=vdisk${i}${serial}${bootIndex}`);
+  });
+  (spec.nics ?? []).forEach((nic, i) => {
+    // The tap queue is opened by the exec wrapper at a fixed descriptor (see tap.ts).
+    push('-netdev', `tap,id=nic${i},fd=${tapFd(i)},vhost=off`);
+    const extra = nic.model === 'e1000' && !spec.nicExtraMacRegisters ? ',extra_mac_registers=off' : '';
+    push('-device', `${nic.model},netdev=nic${i},id=vnic${i},mac=${nic.mac},romfile=${extra}`);
+  });
   for (const object of spec.objects) push('-object', object);
   for (const device of spec.devices) push('-device', deviceOption(device));
   push('-qmp', `unix:${paths.qmp},server=on,wait=off`);

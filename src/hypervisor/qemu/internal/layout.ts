@@ -11,6 +11,7 @@
  * <runDir>/<vm>/clock.lock        held by whoever resynchronises the guest clock (driver or watchdog)
  * <runDir>/<vm>/serial.log        serial console of every process of the VM, appended to
  * <runDir>/<vm>/metadata.sock     default metadata channel (served by the host agent)
+ * <runDir>/<vm>/firmware/         the firmware and option ROMs pinned at creation (`-L` of every process)
  * <runDir>/<vm>/g<N>/qmp.sock     the driver's monitor of process N
  * <runDir>/<vm>/g<N>/watchdog.sock  the resume watchdog's monitor
  * <runDir>/<vm>/g<N>/ops.sock     a spare monitor for operators and tools
@@ -23,7 +24,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IntermissionError } from '../../../domain/index.js';
-import type { QemuDeviceSpec, RamTransferMode } from '../qemu-types.js';
+import type {
+  QEMU_CACHE_MODES,
+  QEMU_DISK_BUSES,
+  QEMU_DISK_FORMATS,
+  QEMU_FIRMWARES,
+  QEMU_NIC_MODELS,
+  QemuDeviceSpec,
+  RamTransferMode,
+} from '../qemu-types.js';
 
 /** Version of the on-disk record format; a driver refuses records it does not know. */
 export const VM_RECORD_FORMAT = 1;
@@ -36,6 +45,42 @@ export const VM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** Paths that go into QEMU options and the guestfwd command: no commas, spaces or quotes. */
 export const SAFE_PATH_PATTERN = /^\/[A-Za-z0-9._/+-]*$/;
+
+/** A disk of a VM with its defaults applied. */
+export interface ResolvedDisk {
+  readonly path: string;
+  readonly format: (typeof QEMU_DISK_FORMATS)[number];
+  readonly bus: (typeof QEMU_DISK_BUSES)[number];
+  readonly cache: (typeof QEMU_CACHE_MODES)[number];
+  readonly readOnly: boolean;
+  readonly serial: string | null;
+}
+
+/** A NIC of a VM with its tap name and MAC fixed. */
+export interface ResolvedNic {
+  readonly bridge: string;
+  readonly tap: string;
+  readonly mac: string;
+  readonly model: (typeof QEMU_NIC_MODELS)[number];
+}
+
+/** How the VM boots; kernel and initrd null mean the driver's. */
+export type ResolvedBoot =
+  | { readonly kind: 'firmware'; readonly firmware: (typeof QEMU_FIRMWARES)[number] }
+  | { readonly kind: 'kernel'; readonly kernel: string | null; readonly initrd: string | null; readonly args: string };
+
+/**
+ * The firmware and option ROM images a VM was created with, copied into its directory so that
+ * every later process (another QEMU build included) loads the very same images: `-L dir` comes
+ * first on each command line. OVMF's code and the VM's own variable store are in `dir` too.
+ */
+export interface PinnedFirmware {
+  readonly dir: string;
+  /** File names under `dir`. */
+  readonly files: readonly string[];
+  /** The build whose images were copied, for the operator. */
+  readonly fromVersion: string;
+}
 
 /** A VM's spec with every default applied, as it is recorded and repeated by each new process. */
 export interface ResolvedVmSpec {
@@ -60,6 +105,19 @@ export interface ResolvedVmSpec {
    * 1-2 ms of every switchover. Off for new VMs; on in records written before this field existed.
    */
   readonly nicExtraMacRegisters: boolean;
+  /**
+   * The versioned machine type pinned at creation (e.g. `pc-i440fx-7.2`). Absent in records written
+   * before pinning: those VMs run `pc`, as they always did.
+   */
+  readonly machine?: string;
+  /** Absent in older records: system firmware, as before. */
+  readonly firmware?: PinnedFirmware;
+  /** Absent in older records: direct kernel boot with the driver's kernel and initrd. */
+  readonly boot?: ResolvedBoot;
+  readonly disks?: readonly ResolvedDisk[];
+  readonly nics?: readonly ResolvedNic[];
+  /** `-cpu`; null or absent: `host` under KVM, QEMU's default under TCG. */
+  readonly cpuModel?: string | null;
 }
 
 /** One VMM process of a VM. */
@@ -110,6 +168,8 @@ export interface VmPaths {
   readonly clockLock: string;
   readonly serialLog: string;
   readonly defaultMetadataSocket: string;
+  /** Where the VM's firmware is pinned. */
+  readonly firmwareDir: string;
 }
 
 /** Paths of one VMM process of a VM. */
@@ -135,6 +195,7 @@ export function vmPaths(runDir: string, vm: string): VmPaths {
     clockLock: join(dir, 'clock.lock'),
     serialLog: join(dir, 'serial.log'),
     defaultMetadataSocket: join(dir, 'metadata.sock'),
+    firmwareDir: join(dir, 'firmware'),
   };
 }
 

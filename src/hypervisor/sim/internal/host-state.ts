@@ -36,6 +36,8 @@ export class VmRecord {
   readonly sharedMemory: boolean;
   readonly blockingDevices: readonly string[];
   readonly guestAgent: boolean;
+  /** See `SimVmSpec.unloadableBuilds`. */
+  readonly unloadableBuilds: Readonly<Record<string, string>> | undefined;
   readonly driftPpm: number;
   /** This VM's own random stream: draws do not depend on other VMs' calls. */
   readonly rng: Prng;
@@ -68,6 +70,8 @@ export class VmRecord {
         ? NO_DEVICES
         : Object.freeze([...spec.blockingDevices]);
     this.guestAgent = spec.guestAgent ?? true;
+    this.unloadableBuilds =
+      spec.unloadableBuilds === undefined ? undefined : Object.freeze({ ...spec.unloadableBuilds });
     this.rng = Prng.derive(host.seed, `${host.name}/${spec.name}`);
     this.driftPpm = spec.driftPpm ?? this.rng.sample(host.timings.driftPpm);
     this.state = spec.state ?? 'running';
@@ -129,6 +133,18 @@ export class VmRecord {
       migratableDevices: this.blockingDevices.length === 0,
       blockingDevices: this.blockingDevices,
       guestAgent: this.guestAgent,
+      ...(this.unloadableBuilds === undefined
+        ? {}
+        : {
+            vmmBuilds: Object.freeze(
+              Object.fromEntries(
+                Object.entries(this.unloadableBuilds).map(([version, reason]) => [
+                  version,
+                  { loadable: false, reason },
+                ]),
+              ),
+            ),
+          }),
     });
   }
 
