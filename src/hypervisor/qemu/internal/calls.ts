@@ -95,3 +95,15 @@ export function handleOf(ctx: QemuContext, call: Call): VmHandle {
   call.handle = handle;
   return handle;
 }
+
+/** The binary of a VMM build; `UNSUPPORTED` for one the host does not have. */
+export function binaryOf(ctx: QemuContext, call: Call, version: string): string {
+  const binary = ctx.config.vmmBuilds[version];
+  if (binary === undefined) {
+    throw callError(ctx, call, 'UNSUPPORTED', `host ${ctx.host} has no VMM build ${JSON.stringify(version)}`, {
+      vmmVersion: version,
+      known: Object.keys(ctx.config.vmmBuilds),
+    });
+  }
+  return binary;
+}

@@ -10,6 +10,7 @@
 import type { GuestAgentClient, QmpClient, QmpRunState } from '../../../qmp/index.js';
 import type { DriverCapabilities, HypervisorDriver, VmState } from '../../driver.js';
 import type { ResolvedQemuConfig } from '../qemu-config.js';
+import type { BuildProbe } from './builds.js';
 import type { EventLog } from './event-log.js';
 import {
   processPaths,
@@ -64,10 +65,7 @@ export interface StartedProcess {
   readonly session: Session;
 }
 
-/**
- * The driver as its modules see it: its settings, its VMs, whether it is closed, and the steps that
- * stay in the driver class (starting a process, resolving a build, listing blocking devices).
- */
+/** The driver as its modules see it: its settings, its VMs and builds, whether it is closed. */
 export interface QemuContext {
   readonly host: string;
   readonly config: ResolvedQemuConfig;
@@ -82,17 +80,8 @@ export interface QemuContext {
   readonly hostUpdate: { applying: string | null };
   /** The driver, for what is built on its public calls (the guest clock resync). */
   readonly driver: Pick<HypervisorDriver, 'guestTime' | 'setGuestTime'>;
-  /** Starts a QEMU process for the VM and its watchdog (see the driver's `#startProcess`). */
-  readonly startProcess: (
-    handle: VmHandle,
-    process: Pick<ProcessRecord, 'generation' | 'vmmVersion' | 'binary'>,
-    incoming: boolean,
-    call: Call,
-  ) => Promise<StartedProcess>;
-  /** The binary of a VMM build; `UNSUPPORTED` for an unknown one. */
-  readonly binary: (call: Call, version: string) => string;
-  /** Devices that block migration: declared ones, and what QEMU itself reports. */
-  readonly blockers: (handle: VmHandle, call: Call) => Promise<string[]>;
+  /** What each VMM build of the host is and can load, probed when the driver opened. */
+  readonly builds: () => ReadonlyMap<string, BuildProbe>;
 }
 
 /** Whether the VM's current QEMU process runs. */

@@ -18,13 +18,13 @@ import type {
 } from '../../driver.js';
 import { withDetails } from '../../errors.js';
 import { ensureWatchdog } from './adoption.js';
-import { handleOf, qmpOptions, runCall } from './calls.js';
+import { binaryOf, handleOf, qmpOptions, runCall } from './calls.js';
 import { resyncQuietly, waitForAgent } from './clock.js';
 import { markRunning, pausedSinceOf, type QemuContext } from './context.js';
 import { callError, normalize, notBusy, stateError } from './errors.js';
 import { removeFile, writeJsonAtomic, type LeaseFile, type ProcessRecord } from './layout.js';
 import { openSession, runStatus, vmInfo } from './session.js';
-import { adoptProcess, retire } from './vm-process.js';
+import { adoptProcess, retire, startProcess } from './vm-process.js';
 
 /** {@link HypervisorDriver.listVms}: every VM of the driver, by name. */
 export function listVms(ctx: QemuContext, options: OperationOptions): Promise<readonly VmRuntimeInfo[]> {
@@ -91,7 +91,7 @@ export function reboot(ctx: QemuContext, options: RebootOptions): Promise<Reboot
     const handle = handleOf(ctx, call);
     notBusy(ctx, call, handle);
     const version = options.targetVersion ?? handle.record.current.vmmVersion;
-    const binary = ctx.binary(call, version);
+    const binary = binaryOf(ctx, call, version);
     handle.operation = 'reboot';
     try {
       await retire(handle, handle.record.current, handle.session);
@@ -109,7 +109,7 @@ export function reboot(ctx: QemuContext, options: RebootOptions): Promise<Reboot
         startedAt: 0,
         watchdogPid: 0,
       };
-      const started = await ctx.startProcess(handle, next, false, call);
+      const started = await startProcess(ctx, handle, next, false, call);
       adoptProcess(handle, started);
       handle.operation = null;
       let startedAt = started.record.startedAt;

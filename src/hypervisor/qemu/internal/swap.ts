@@ -15,7 +15,7 @@ import type {
   RamTransferMode,
   SwapPhase,
 } from '../qemu-types.js';
-import { qmpOptions, remaining } from './calls.js';
+import { binaryOf, qmpOptions, remaining } from './calls.js';
 import {
   alive,
   pausedSinceOf,
@@ -27,6 +27,7 @@ import {
   type StartedProcess,
   type VmHandle,
 } from './context.js';
+import { blockers } from './describe.js';
 import { callError, normalize, notBusy, stateError } from './errors.js';
 import { processPaths, readLease, writeJsonAtomic, type PendingSwap, type ProcessRecord } from './layout.js';
 import { logTail } from './process.js';
@@ -34,7 +35,7 @@ import { rollback } from './rollback.js';
 import { openSession, releaseIfClosed, runStatus, withMonitor } from './session.js';
 import { finalMigrationInfo, settleForward, settleInterruptedSwap, type ForwardOutcome } from './swap-settle.js';
 import { boostSwitchover, watchdogReady } from './switchover.js';
-import { adoptProcess, retire } from './vm-process.js';
+import { adoptProcess, retire, startProcess } from './vm-process.js';
 
 /** Migration states in which a migration has ended. */
 const MIGRATION_ENDED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
@@ -59,14 +60,14 @@ export async function migrate(
   const { spec } = handle.record;
   const from = handle.record.current;
   if (alive(handle)) notBusy(ctx, call, handle);
-  const binary = ctx.binary(call, targetVersion);
+  const binary = binaryOf(ctx, call, targetVersion);
   const problems: string[] = [];
   if (ramTransfer === 'shared' && !spec.sharedMemory) problems.push('its RAM is not in shareable memory');
   // Copying into a mapping both processes share would overwrite the running guest's memory with
   // older copies of its pages: a copying migration needs private RAM.
   if (ramTransfer === 'copy' && spec.sharedMemory) problems.push('a copying migration needs private RAM');
   const oldSession = await openSession(ctx, handle, call);
-  const blockingDevices = await ctx.blockers(handle, call);
+  const blockingDevices = await blockers(ctx, handle, call);
   if (blockingDevices.length > 0) problems.push(`devices ${blockingDevices.join('; ')} cannot be migrated`);
   if (problems.length > 0) {
     throw callError(
@@ -127,7 +128,7 @@ export async function migrate(
   let oldMark = oldSession.log.seq;
   let newMark = 0;
   try {
-    started = await ctx.startProcess(handle, next, true, call);
+    started = await startProcess(ctx, handle, next, true, call);
     writeRecord(handle, { ...handle.record, pending: pending(started.record) });
     const target = started.session;
     // The new process's watchdog starts up (a Node process: a few hundred ms of CPU) while the
