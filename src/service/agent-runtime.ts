@@ -3,21 +3,16 @@ import { FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
 import { SIM_HOST_ROUTE_PREFIX, createSimHostApp } from '../agent/sim-app.js';
 import { FleetIndex, IntermissionError, type Fleet } from '../domain/index.js';
 import type { HypervisorDriver } from '../hypervisor/driver.js';
-import { createSimFleet, realTime, type SimHost } from '../hypervisor/sim/index.js';
+import { realTime, type SimHost } from '../hypervisor/sim/index.js';
 import type { ListenAddress } from './address.js';
 import { serveFetch } from './http.js';
 import { ensurePrivateDir } from './private-files.js';
 import { AGENT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
 import type { Logger } from './logging.js';
-import { openQemuHost, type QemuHostConfig, type QemuHostStart } from './qemu-host.js';
+import { openAgentDriver, type AgentDriverChoice } from './driver-registry.js';
+import type { QemuHostStart } from './qemu-host.js';
 
-/**
- * What the agent drives: a simulated host in this process (the default), or the real VMs of this
- * machine through QEMU.
- */
-export type AgentDriverChoice =
-  | { readonly kind: 'sim'; /** Seeds the simulated host's timings. Default 1. */ readonly seed?: number }
-  | { readonly kind: 'qemu'; readonly config: QemuHostConfig };
+export type { AgentDriverChoice } from './driver-registry.js';
 
 /** Options of {@link startAgentRuntime}. */
 export interface AgentRuntimeOptions {
@@ -30,7 +25,7 @@ export interface AgentRuntimeOptions {
   readonly listen: ListenAddress;
   /** The controller ↔ agent token. */
   readonly token: string;
-  /** Default: a simulated host seeded with 1. */
+  /** Which driver, by kind (see driver-registry.ts). Default: a simulated host seeded with 1. */
   readonly driver?: AgentDriverChoice;
   readonly logger?: Logger;
   /** Limits of the agent API's listener; figures not given are {@link AGENT_HTTP_LIMITS}. */
@@ -77,26 +72,13 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
   const journalFile = join(stateDir, 'agents', `${options.host}.json`);
   const journal = await FileJournal.open(journalFile);
 
-  let simHost: SimHost | undefined;
-  let qemu: QemuHostStart | undefined;
-  let driver: HypervisorDriver;
-  if (choice.kind === 'sim') {
-    simHost = createSimFleet({
-      fleet: { hosts: [host], vms: fleet.vmsOnHost(host.name) },
-      time,
-      seed: choice.seed ?? 1,
-    }).get(host.name);
-    if (!simHost) throw new IntermissionError('INTERNAL', `the simulator made no host ${host.name}`);
-    driver = simHost.connect();
-  } else {
-    qemu = await openQemuHost({
-      host: host.name,
-      config: choice.config,
-      vms: fleet.vmsOnHost(host.name),
-      ...(options.logger ? { logger: options.logger } : {}),
-    });
-    driver = qemu.driver;
-  }
+  // The driver kind's factory (see driver-registry.ts) checks its settings and opens it.
+  const { driver, simHost, qemu } = await openAgentDriver(choice, {
+    host,
+    fleet,
+    time,
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
   // The agent resumes what a dead predecessor left paused, and fails the step it was running.
   const agent = await HostAgent.start({ driver, journal, time });
   if (options.logger) logAgent(agent, options.logger);

@@ -3,11 +3,17 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { IntermissionError, type Fleet } from '../../domain/index.js';
 import { formatAddress, parseAddress } from '../../service/address.js';
-import { startAgentRuntime, type AgentDriverChoice } from '../../service/agent-runtime.js';
+import { startAgentRuntime } from '../../service/agent-runtime.js';
+import {
+  AGENT_DRIVERS,
+  agentDriverFromFlags,
+  agentDriverKinds,
+  driverOptionHelp,
+} from '../../service/driver-registry.js';
 import { loadAgentToken } from '../../service/agent-token.js';
 import { loadFleetFile } from '../../service/fleet-file.js';
 import type { MetadataBinding } from '../../service/metadata-runtime.js';
-import { loadQemuHostFile, metadataSocketOf } from '../../service/qemu-host.js';
+import { metadataSocketOf } from '../../service/qemu-host.js';
 import { createLogger } from '../../service/logging.js';
 import { startMetadataRuntime } from '../../service/metadata-runtime.js';
 import { connectRemoteHosts, type RemoteAgent } from '../../service/remote-hosts.js';
@@ -32,10 +38,10 @@ interface AgentFlags {
   listen: string;
   state: string;
   tokenFile?: string;
-  seed: string;
+  /** The driver kind; each kind's own options (`--seed`, `--qemu-config`) come from the registry. */
   driver: string;
-  qemuConfig?: string;
   logLevel: string;
+  [driverOption: string]: string | undefined;
 }
 
 interface ControllerFlags extends TimingFlags {
@@ -71,28 +77,6 @@ async function controllerBindings(fleet: Fleet, flags: ControllerFlags): Promise
   return bindings;
 }
 
-async function driverChoice(flags: AgentFlags): Promise<AgentDriverChoice> {
-  if (flags.driver === 'sim') {
-    if (flags.qemuConfig !== undefined) {
-      throw new IntermissionError('INVALID_INPUT', '--qemu-config is for --driver qemu');
-    }
-    return { kind: 'sim', seed: parseSeed(flags.seed) };
-  }
-  if (flags.driver === 'qemu') {
-    if (flags.qemuConfig === undefined) {
-      throw new IntermissionError('INVALID_INPUT', '--driver qemu needs --qemu-config <file>');
-    }
-    return { kind: 'qemu', config: await loadQemuHostFile(flags.qemuConfig) };
-  }
-  throw new IntermissionError('INVALID_INPUT', `--driver wants sim or qemu, got ${JSON.stringify(flags.driver)}`);
-}
-
-function parseSeed(text: string): number {
-  const seed = Number(text);
-  if (!Number.isSafeInteger(seed)) throw new IntermissionError('INVALID_INPUT', `--seed wants an integer, got ${text}`);
-  return seed;
-}
-
 /**
  * The multi-process topology: `intermission agent` runs the agent of one host (here over a
  * simulated host) and serves the agent API over HTTP; `intermission controller` runs the store,
@@ -101,7 +85,7 @@ function parseSeed(text: string): number {
  * on the same state directory: the controller continues from its store, the agent from its journal.
  */
 export function registerClusterCommands(program: Command, output: Output): void {
-  program
+  const agent = program
     .command('agent')
     .description(
       'run the host agent of one host of a fleet file (simulated, or real VMs under QEMU), serving the agent API over HTTP',
@@ -114,9 +98,14 @@ export function registerClusterCommands(program: Command, output: Output): void 
       '--token-file <file>',
       `controller ↔ agent token, created (mode 0600) if missing (default <state>/${DEFAULT_TOKEN_FILE})`,
     )
-    .option('--driver <kind>', "sim (a simulated host in this process) | qemu (this machine's VMs)", 'sim')
-    .option('--qemu-config <file>', 'with --driver qemu: QEMU settings (YAML or JSON; see docs/qemu.md)')
-    .option('--seed <n>', 'seed of the simulated host timings', '1')
+    .option('--driver <kind>', driverOptionHelp(), agentDriverKinds()[0]);
+  // The options of each driver kind (`--seed`, `--qemu-config`), from the registry.
+  for (const kind of agentDriverKinds()) {
+    for (const option of AGENT_DRIVERS[kind].options) {
+      agent.option(option.flags, option.description, option.defaultValue);
+    }
+  }
+  agent
     .option('--log-level <level>', 'fatal | error | warn | info | debug', 'info')
     .action(async (flags: AgentFlags) => {
       const logger = createLogger(flags.logLevel);
@@ -126,7 +115,7 @@ export function registerClusterCommands(program: Command, output: Output): void 
         stateDir: flags.state,
         listen: parseAddress(flags.listen),
         token: await loadAgentToken(flags.tokenFile ?? join(flags.state, DEFAULT_TOKEN_FILE)),
-        driver: await driverChoice(flags),
+        driver: await agentDriverFromFlags(flags.driver, flags),
         logger,
       });
       if (runtime.qemu) {

@@ -237,3 +237,41 @@ export function setRealtime(pid: number, priority: number | null): Promise<boole
     execFile('chrt', args, { timeout: 2_000 }, (error) => resolve(error === null));
   });
 }
+
+/** Sends `signal` to the process `pid` alone (not its group); ignores a missing one. */
+export function signalProcess(pid: number, signal: NodeJS.Signals): void {
+  if (!(Number.isInteger(pid) && pid > 0)) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Waits until every thread of `pid` is stopped (`T` in its `stat`); false after `timeoutMs`. */
+export async function waitStopped(pid: number, timeoutMs: number): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    if (allThreadsStopped(pid)) return true;
+    if (performance.now() >= end || !isAlive(pid)) return false;
+    await delay(2);
+  }
+}
+
+/** Whether every thread of `pid` is stopped (by a signal, or traced). */
+export function allThreadsStopped(pid: number): boolean {
+  try {
+    const tids = readdirSync(`/proc/${pid}/task`);
+    return (
+      tids.length > 0 &&
+      tids.every((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const state = stat.charAt(stat.lastIndexOf(')') + 2);
+        return state === 'T' || state === 't';
+      })
+    );
+  } catch {
+    // a thread that ended meanwhile, or the process
+    return false;
+  }
+}
