@@ -19,13 +19,13 @@ import { strict as assert } from 'node:assert';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
-import { Cluster, ensureBuilt, type FleetSpec } from '../crash/harness.js';
+import { serialLogOf } from '../../src/hypervisor/qemu/index.js';
+import { ensureBuilt, type FleetSpec } from '../crash/harness.js';
 import { QEMU_TRIAL_FLEET } from '../crash/trial-qemu.js';
 import { QEMU10, QEMU_FIRMWARE_DIR, buildGuestDisk, guestDiskPreflight, overlayDisk } from './guest-disk.js';
-import { waitForSerial, writeQemuHostConfigs } from './qemu-fixture.js';
+import { waitForSerial } from './qemu-fixture.js';
 import { parseAcks, readRecordsFromImage, verifyRecords } from './records.js';
-import { apply, followToCompletion, type AgentVms, type RolloutSetup } from './rollout-checks.js';
+import { apply, followToCompletion, startQemuCluster, type AgentVms, type RolloutSetup } from './rollout-checks.js';
 import { startTcpProbe, type TcpProbe } from './tcp-probe.js';
 import { createTenantNet, type TenantNet } from './tenant-net.js';
 
@@ -42,6 +42,7 @@ interface Setup extends RolloutSetup {
   readonly disks: ReadonlyMap<string, string>;
   readonly probes: Map<string, TcpProbe>;
   readonly patchLog: (host: string) => string;
+  readonly close: () => Promise<void>;
 }
 
 let setup: Promise<Setup> | undefined;
@@ -66,7 +67,9 @@ function start(): Promise<Setup> {
         kernelArgs: `tenant.ip=${net.guestCidr(i)} tenant.records=1 tenant.stream=1`,
       });
     });
-    const { runDirs, patchLog, configOf, metadataDir } = await writeQemuHostConfigs({
+    const { cluster, runDirs, patchLog, close } = await startQemuCluster({
+      name: 'tvm',
+      fleet: FLEET,
       base,
       hosts: FLEET.hosts.map((h) => h.name),
       guest,
@@ -75,17 +78,7 @@ function start(): Promise<Setup> {
       vms: (host) =>
         Object.fromEntries(FLEET.vms.filter((vm) => vm.host === host).map((vm) => [vm.name, specs.get(vm.name)])),
     });
-    const cluster = await Cluster.start({
-      name: 'tvm',
-      fleet: FLEET,
-      timeScale: 60,
-      seed: 1,
-      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', configOf(host)],
-      controllerArgs: ['--metadata-dir', metadataDir, '--linger', '10m'],
-      bindMetadata: false,
-      agentStartTimeoutMs: 300_000,
-    });
-    const s: Setup = { cluster, fleet: FLEET, base, runDirs, net, disks, probes: new Map(), patchLog };
+    const s: Setup = { cluster, fleet: FLEET, base, runDirs, net, disks, probes: new Map(), patchLog, close };
     // Each guest's tenant programs run before anything moves: records acknowledged, a stream held.
     await Promise.all(
       FLEET.vms.map(async (vm, i) => {
@@ -117,8 +110,7 @@ after(async () => {
   const s = await setup?.catch(() => undefined);
   if (!s) return;
   for (const probe of s.probes.values()) await probe.stop().catch(() => undefined);
-  await s.cluster.close();
-  for (const dir of s.runDirs.values()) await destroyQemuRunDir(dir);
+  await s.close();
   await s.net.close();
   await rm(s.base, { recursive: true, force: true });
 });
@@ -225,7 +217,7 @@ describe(
         await s.cluster.close();
         const acks = new Map<string, number[]>();
         for (const vm of FLEET.vms) acks.set(vm.name, await acknowledged(s, vm.name));
-        for (const dir of s.runDirs.values()) await destroyQemuRunDir(dir);
+        await s.close();
         for (const vm of FLEET.vms) {
           t.diagnostic(await checkRecords(s, vm.name, acks.get(vm.name) ?? [], 'stopped'));
         }
