@@ -4,6 +4,7 @@
  * an interruption does on each side of the point of no return (rolled back before it, finished
  * on the new process after it: see `swap-settle.ts` and `rollback.ts`).
  */
+import { appendFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { IntermissionError } from '../../../domain/index.js';
 import type { QmpClient, QmpMigrationInfo } from '../../../qmp/index.js';
@@ -35,6 +36,7 @@ import { rollback } from './rollback.js';
 import { openSession, releaseIfClosed, runStatus, withMonitor } from './session.js';
 import { finalMigrationInfo, settleForward, settleInterruptedSwap, type ForwardOutcome } from './swap-settle.js';
 import { boostSwitchover, watchdogReady } from './switchover.js';
+import { attachQueues } from './tap.js';
 import { adoptProcess, retire, startProcess } from './vm-process.js';
 
 /** Migration states in which a migration has ended. */
@@ -157,12 +159,18 @@ export async function migrate(
     oldMark = oldSession.log.seq;
     newMark = target.log.seq;
     swapPhase(ctx, call, handle, 'target-ready', from, started);
+    // The new process's queue of each tap, detached until now, is attached, and the guest's packets
+    // go there from here on (see internal/tap.ts): they wait for the switchover, a few ms with
+    // shared RAM. A copying migration runs the guest on the old process for a while yet: its
+    // packets stay with the old queue until the source completed.
+    await attachNewQueues(ctx, call, handle, started, ramTransfer === 'shared' ? 1 : 0);
     migrateSent = true;
     await oldSession.qmp.execute('migrate', { uri }, qmpOptions(call));
     swapPhase(ctx, call, handle, 'migration-started', from, started);
     info = await awaitMigration(ctx, handle, oldSession, call);
     // The point of no return: from here on an interruption finishes the swap (see the catch).
     swapPhase(ctx, call, handle, 'source-completed', from, started);
+    if (ramTransfer === 'copy') await attachNewQueues(ctx, call, handle, started, 1, false);
     if (!wasPaused) {
       const resume = await target.log.waitFor('RESUME', newMark, {
         timeoutMs: remaining(call),
@@ -359,6 +367,45 @@ function forwardError(
     { ...details, state: outcome.status === undefined ? 'migrating' : vmStateOf(outcome.status) },
     cause,
   );
+}
+
+/**
+ * Attaches the new process's tap queues and steers the guest's packets to queue `queue` (1: the new
+ * process's; 0: the old one's). A queue that may still be detached fails the swap (it is rolled
+ * back, or, past the point of no return, only logged: the queues were attached before `migrate`).
+ * A steering failure is written to the new process's QEMU log and otherwise ignored: the swap then
+ * works as before steering, with the stall that steering avoids.
+ */
+async function attachNewQueues(
+  ctx: QemuContext,
+  call: Call,
+  handle: VmHandle,
+  started: StartedProcess,
+  queue: 0 | 1,
+  required = true,
+): Promise<void> {
+  const nics = handle.record.spec.nics ?? [];
+  const outcome = await attachQueues(
+    ctx.config.python,
+    { pid: started.record.pid, dir: started.paths.dir },
+    nics.length,
+    queue,
+  );
+  if (outcome.problem !== null) {
+    try {
+      appendFileSync(started.paths.qemuLog, `intermission: ${outcome.problem}\n`);
+    } catch {
+      // The log is for operators only.
+    }
+  }
+  if (required && !outcome.attached) {
+    throw callError(
+      ctx,
+      call,
+      'OPERATION_FAILED',
+      `the new QEMU process of VM ${handle.name}: ${outcome.problem ?? ''}`,
+    );
+  }
 }
 
 /** Calls the test-only {@link QemuDriverConfig.onSwapPhase} hook, then honours an abort it caused. */

@@ -8,12 +8,34 @@
  * forwarding entries; the old process's queue goes when it exits. Node can neither ioctl nor pass
  * descriptors to a child at a chosen number, so the wrapper is Python (on every Debian host), run
  * with `-c` so that nothing has to be installed beside the JavaScript.
+ *
+ * The new process's queue during a swap. Left to itself, a multi-queue tap spreads the packets it
+ * sends to the guest over its attached queues by flow hash, so while both processes held a queue,
+ * some flows landed in the new process's queue, which it reads only once it runs the VM: a TCP
+ * stream to the guest stalled from the new process's start to the switchover and beyond (its ACKs
+ * held there, so the guest's Nagle held its data; 0.86-0.90 s per swap, measured with tcpdump on
+ * the tap while the guest's tick beats went on). So the queue of a swap's new process starts
+ * detached (TUNSETQUEUE IFF_DETACH_QUEUE in the wrapper: QEMU 7.2 and 10.0.2 start on it, it
+ * still takes writes and ioctls, and the tap sends it nothing), and just before the switchover
+ * {@link attachQueues} attaches it, through a copy of QEMU's descriptor (pidfd_getfd), and sets a
+ * steering program (an eBPF socket filter, TUNSETSTEERINGEBPF, that returns the new queue's number)
+ * so that the old queue gets nothing more either. The guest's packets then wait in the new queue
+ * for the few ms of the switchover only. Queues are numbered in attach order (one that goes is
+ * replaced by the last), so the old process's is 0 and the new one's 1; once the old one is gone
+ * the program's 1 is taken modulo 1. A swap rolled back kills the new process, and its queue goes
+ * with it. QEMU removes a steering program when it resets its virtio-net device (its own eBPF RSS
+ * owns that ioctl): the program is only there for the switchover. On a kernel without pidfd_getfd
+ * (before 5.6) the wrapper leaves the queue attached, as before.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { IntermissionError } from '../../../domain/index.js';
 import type { ResolvedNic } from './layout.js';
+
+/** Where the wrapper of a swap's new process leaves its header-size watcher's pid (in QEMU's cwd). */
+export const TAP_WATCHER_PID_FILE = 'tap-watcher.pid';
 
 /** The first descriptor number a tap queue is given in QEMU (0-2 are stdio). */
 export const FIRST_TAP_FD = 3;
@@ -21,27 +43,160 @@ export const FIRST_TAP_FD = 3;
 /** Interface names: at most 15 bytes (IFNAMSIZ - 1), safe in `ip` arguments and QEMU options. */
 export const IFNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$/;
 
+const TAP_PY_PRELUDE = [
+  'import ctypes, errno, fcntl, os, platform, signal, struct, sys, time',
+  'TUNSETIFF, TUNSETQUEUE, TUNSETSTEERINGEBPF = 0x400454ca, 0x400454d9, 0x800454e0',
+  'TUNGETVNETHDRSZ, TUNSETVNETHDRSZ = 0x800454d7, 0x400454d8',
+  `WATCHER_PID_FILE = '${TAP_WATCHER_PID_FILE}'`,
+  'IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE = 0x0200, 0x0400',
+  'FLAGS = 0x0002 | 0x1000 | 0x4000 | 0x0100  # IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE',
+  'libc = ctypes.CDLL(None, use_errno=True)',
+  'def syscall(nr, *args):',
+  '    result = libc.syscall(ctypes.c_long(nr), *args)',
+  '    if result < 0:',
+  '        number = ctypes.get_errno()',
+  '        raise OSError(number, os.strerror(number))',
+  '    return result',
+  'def getfd(pid, fd):',
+  '    # pidfd_open and pidfd_getfd (the same numbers on every architecture): a copy of the process',
+  '    # descriptor `fd`, the same open file (the same tap queue).',
+  '    pidfd = syscall(434, ctypes.c_int(pid), ctypes.c_uint(0))',
+  '    try:',
+  '        return syscall(438, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))',
+  '    finally:',
+  '        os.close(pidfd)',
+  'def header_size(fd, size=None):',
+  '    if size is None:',
+  "        return struct.unpack('i', fcntl.ioctl(fd, TUNGETVNETHDRSZ, bytes(4)))[0]",
+  "    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack('i', size))",
+  'def queue_op(fd, flag):',
+  "    fcntl.ioctl(fd, TUNSETQUEUE, struct.pack('16sH', b'', flag))",
+  'def steer(fd, queue):',
+  '    # BPF_PROG_LOAD of a socket filter "r0 = queue; exit", set as the tap\'s steering program.',
+  "    nr = {'x86_64': 321, 'aarch64': 280}.get(platform.machine())",
+  '    if nr is None:',
+  "        raise OSError(errno.ENOSYS, 'no bpf system call number for ' + platform.machine())",
+  "    insns = ctypes.create_string_buffer(struct.pack('<BBhiBBhi', 0xb7, 0, 0, queue, 0x95, 0, 0, 0), 16)",
+  "    license = ctypes.create_string_buffer(b'GPL')",
+  "    attr = ctypes.create_string_buffer(struct.pack('<IIQQ', 1, 2, ctypes.addressof(insns), ctypes.addressof(license)), 128)",
+  '    prog = syscall(nr, ctypes.c_int(5), attr, ctypes.c_uint(128))',
+  '    try:',
+  "        fcntl.ioctl(fd, TUNSETSTEERINGEBPF, struct.pack('i', prog))",
+  '    finally:',
+  '        os.close(prog)',
+];
+
 /**
- * The exec wrapper: `python3 -c TAP_EXEC_SCRIPT <tap> <fd> [<tap> <fd>…] -- <qemu> <args…>`. It
- * opens one queue of each tap at its descriptor number, leaves them inheritable, and execs QEMU
- * (same pid, so the driver's process checks see QEMU).
+ * The exec wrapper: `python3 -c TAP_EXEC_SCRIPT [--detached] <tap> <fd> [<tap> <fd>…] -- <qemu>
+ * <args…>`. It opens one queue of each tap at its descriptor number, leaves them inheritable, and
+ * execs QEMU (same pid, so the driver's process checks see QEMU). With `--detached` (a swap's new
+ * process) it detaches each queue, when the kernel has pidfd_getfd to attach it again (see above).
  */
 export const TAP_EXEC_SCRIPT = [
-  'import fcntl, os, struct, sys',
-  'TUNSETIFF = 0x400454ca',
-  'FLAGS = 0x0002 | 0x1000 | 0x4000 | 0x0100  # IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE',
+  ...TAP_PY_PRELUDE,
   'args = sys.argv[1:]',
+  "detached = args[:1] == ['--detached']",
+  'if detached:',
+  '    args = args[1:]',
+  '    try:',
+  '        os.close(getfd(os.getpid(), 0))',
+  '    except OSError:',
+  '        detached = False',
   "split = args.index('--')",
   'pairs, command = args[:split], args[split + 1:]',
+  'sizes = []',
   'for i in range(0, len(pairs), 2):',
   '    name, target = pairs[i], int(pairs[i + 1])',
   "    fd = os.open('/dev/net/tun', os.O_RDWR)",
   "    fcntl.ioctl(fd, TUNSETIFF, struct.pack('16sH', name.encode(), FLAGS))",
+  '    if detached:',
+  '        queue_op(fd, IFF_DETACH_QUEUE)',
+  '        sizes.append((target, header_size(fd)))',
   '    if fd != target:',
   '        os.dup2(fd, target)',
   '        os.close(fd)',
   '    os.set_inheritable(target, True)',
+  'if detached and sizes:',
+  "    # The watcher: QEMU sets the tap's virtio-net header size (one per device) to its own",
+  '    # default as it starts; the running process needs the size its guest negotiated.',
+  '    qemu = os.getpid()',
+  '    watcher = os.fork()',
+  '    if watcher == 0:',
+  '        # It keeps its copies of the (detached) queues, checks them every 0.2 ms at the lowest',
+  '        # real-time priority (QEMU changes the size several times as it starts, and a packet that',
+  '        # crosses the tap meanwhile is lost), and ends with QEMU, when stopped, or after 120 s.',
+  '        try:',
+  '            try:',
+  '                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))',
+  '            except OSError:',
+  '                pass',
+  '            end = time.monotonic() + 120',
+  '            while time.monotonic() < end and os.getppid() == qemu:',
+  '                for target, size in sizes:',
+  '                    if header_size(target) != size:',
+  '                        header_size(target, size)',
+  '                time.sleep(0.0002)',
+  '        finally:',
+  '            os._exit(0)',
+  "    with open(WATCHER_PID_FILE, 'w') as pid_file:",
+  '        pid_file.write(str(watcher))',
   'os.execv(command[0], command)',
+].join('\n');
+
+/**
+ * The switchover helper: `python3 -c TAP_ATTACH_SCRIPT <pid> <queue> <watcher pid file> <fd>…`
+ * stops the wrapper's header-size watcher, attaches the queues that process `pid` holds at those
+ * descriptors (one already attached is fine) and steers each tap to queue number `queue`. Exits 2 when a queue may still be detached (the swap must not go
+ * on), 1 when only the steering failed, after printing what went wrong.
+ */
+export const TAP_ATTACH_SCRIPT = [
+  ...TAP_PY_PRELUDE,
+  'pid, queue, watcher_file, status = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], 0',
+  'try:',
+  '    with open(watcher_file) as pid_file:',
+  '        watcher = int(pid_file.read())',
+  '    pidfd = syscall(434, ctypes.c_int(watcher), ctypes.c_uint(0))',
+  'except (OSError, ValueError):',
+  '    pidfd = None',
+  'if pidfd is not None:',
+  '    # The header-size watcher stops first: from here on the new process sets that size.',
+  '    try:',
+  '        syscall(424, ctypes.c_int(pidfd), ctypes.c_int(signal.SIGKILL), None, ctypes.c_uint(0))',
+  '        end = time.monotonic() + 2',
+  "        while os.path.exists('/proc/%d/cmdline' % watcher) and time.monotonic() < end:",
+  "            with open('/proc/%d/stat' % watcher) as stat:",
+  "                if stat.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):",
+  '                    break',
+  '            time.sleep(0.001)',
+  '    except OSError:',
+  '        pass',
+  '    os.close(pidfd)',
+  'for target in sys.argv[4:]:',
+  '    try:',
+  '        fd = getfd(pid, int(target))',
+  '    except OSError as error:',
+  '        # Without pidfd_getfd the wrapper did not detach the queue either.',
+  "        print('fd ' + target + ': ' + str(error))",
+  '        status = max(status, 1 if error.errno == errno.ENOSYS else 2)',
+  '        continue',
+  '    try:',
+  '        try:',
+  '            queue_op(fd, IFF_ATTACH_QUEUE)',
+  '        except OSError as error:',
+  '            if error.errno != errno.EINVAL:  # EINVAL: attached already',
+  '                raise',
+  '    except OSError as error:',
+  "        print('attaching fd ' + target + ': ' + str(error))",
+  '        status = 2',
+  '    else:',
+  '        try:',
+  '            steer(fd, queue)',
+  '        except OSError as error:',
+  "            print('steering fd ' + target + ': ' + str(error))",
+  '            status = max(status, 1)',
+  '    finally:',
+  '        os.close(fd)',
+  'sys.exit(status)',
 ].join('\n');
 
 /** The tap name of NIC `index` of VM `vm` when the spec names none: `it<hash>n<index>`, ≤ 15 bytes. */
@@ -60,10 +215,49 @@ export function wrapWithTaps(
   binary: string,
   argv: readonly string[],
   nics: readonly ResolvedNic[],
+  options: { readonly detached?: boolean } = {},
 ): { command: string; args: string[] } {
   if (nics.length === 0) return { command: binary, args: [...argv] };
   const pairs = nics.flatMap((nic, index) => [nic.tap, String(tapFd(index))]);
-  return { command: python, args: ['-c', TAP_EXEC_SCRIPT, ...pairs, '--', binary, ...argv] };
+  const mode = options.detached === true ? ['--detached'] : [];
+  return { command: python, args: ['-c', TAP_EXEC_SCRIPT, ...mode, ...pairs, '--', binary, ...argv] };
+}
+
+/** What {@link attachQueues} did: `attached` false means a queue may still be detached. */
+export interface AttachOutcome {
+  readonly attached: boolean;
+  /** What went wrong, null when nothing did. */
+  readonly problem: string | null;
+}
+
+/**
+ * Attaches the tap queues of the swap's new process `pid` (one per NIC, at its descriptor) and
+ * steers the taps' packets to queue number `queue` (see above). Never rejects.
+ */
+export function attachQueues(
+  python: string,
+  process: { readonly pid: number; readonly dir: string },
+  nicCount: number,
+  queue: number,
+): Promise<AttachOutcome> {
+  const { pid } = process;
+  if (nicCount === 0) return Promise.resolve({ attached: true, problem: null });
+  const fds = Array.from({ length: nicCount }, (_, index) => String(tapFd(index)));
+  return new Promise((resolve) => {
+    execFile(
+      python,
+      ['-c', TAP_ATTACH_SCRIPT, String(pid), String(queue), join(process.dir, TAP_WATCHER_PID_FILE), ...fds],
+      { timeout: 5_000 },
+      (error, stdout, stderr) => {
+        if (error === null) {
+          resolve({ attached: true, problem: null });
+          return;
+        }
+        const problem = `attaching the tap queues of process ${pid}: ${(stdout + stderr).trim() || error.message}`;
+        resolve({ attached: error.code === 1, problem });
+      },
+    );
+  });
 }
 
 function ip(args: readonly string[]): Promise<string> {
