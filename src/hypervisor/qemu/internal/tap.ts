@@ -9,23 +9,29 @@
  * descriptors to a child at a chosen number, so the wrapper is Python (on every Debian host), run
  * with `-c` so that nothing has to be installed beside the JavaScript.
  *
- * The new process's queue during a swap. Left to itself, a multi-queue tap spreads the packets it
- * sends to the guest over its attached queues by flow hash, so while both processes held a queue,
- * some flows landed in the new process's queue, which it reads only once it runs the VM: a TCP
- * stream to the guest stalled from the new process's start to the switchover and beyond (its ACKs
- * held there, so the guest's Nagle held its data; 0.86-0.90 s per swap, measured with tcpdump on
- * the tap while the guest's tick beats went on). So the queue of a swap's new process starts
- * detached (TUNSETQUEUE IFF_DETACH_QUEUE in the wrapper: QEMU 7.2 and 10.0.2 start on it, it
- * still takes writes and ioctls, and the tap sends it nothing), and just before the switchover
- * {@link attachQueues} attaches it, through a copy of QEMU's descriptor (pidfd_getfd), and sets a
- * steering program (an eBPF socket filter, TUNSETSTEERINGEBPF, that returns the new queue's number)
- * so that the old queue gets nothing more either. The guest's packets then wait in the new queue
- * for the few ms of the switchover only. Queues are numbered in attach order (one that goes is
- * replaced by the last), so the old process's is 0 and the new one's 1; once the old one is gone
- * the program's 1 is taken modulo 1. A swap rolled back kills the new process, and its queue goes
- * with it. QEMU removes a steering program when it resets its virtio-net device (its own eBPF RSS
- * owns that ioctl): the program is only there for the switchover. On a kernel without pidfd_getfd
- * (before 5.6) the wrapper leaves the queue attached, as before.
+ * The new process's queues during a swap. A TCP stream to the guest stalled 0.86-0.93 s at every
+ * swap, from the new process's start to after the switchover (tcpdump on the tap; the guest's tick
+ * beats went on, so the guest ran). Two causes, both because a tap's settings are the device's,
+ * not a queue's: (1) QEMU, as it starts, sets the tap's virtio-net header size to its default (10
+ * bytes; `net_tap_fd_init`, and again as it realises and resets the NIC) while the running
+ * process's guest negotiated 12, so every frame either way was garbled until the new process loaded
+ * the device state; (2) a multi-queue tap spreads the packets it sends over its attached queues by
+ * flow hash, and the new process reads its queue only once it runs the VM. So the wrapper of a
+ * swap's new process detaches its queues (TUNSETQUEUE IFF_DETACH_QUEUE: QEMU 7.2 and 10.0.2 start
+ * on them, and a detached queue still takes ioctls and writes but is sent nothing) and leaves a
+ * watcher that puts the running process's header size back whenever QEMU changes it. Just before
+ * the switchover {@link attachQueues} stops the watcher, attaches the queues through a copy of
+ * QEMU's descriptor (pidfd_getfd) and sets a steering program (an eBPF socket filter,
+ * TUNSETSTEERINGEBPF, returning the new queue's number) so that the old queue gets nothing more:
+ * the guest's packets wait in the new queue for the few ms of the switchover only. Queues are
+ * numbered in attach order (one that goes is replaced by the last), so the old process's is 0 and
+ * the new one's 1; once the old one is gone, 1 is taken modulo 1. A swap rolled back kills the new
+ * process, its watcher and its queue with it; the old process's queue is never touched. QEMU
+ * removes a steering program when it resets its NIC (its own eBPF RSS owns that ioctl): the
+ * program is only there for the switchover. On a kernel without pidfd_getfd (before 5.6) the
+ * wrapper leaves the queues attached and sets no watcher, as before. Left: a packet that crosses
+ * the tap between QEMU's change of the size and the watcher's repair is lost (a ~200 ms
+ * retransmission), rarely.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -95,6 +101,26 @@ const TAP_PY_PRELUDE = [
 export const TAP_EXEC_SCRIPT = [
   ...TAP_PY_PRELUDE,
   'args = sys.argv[1:]',
+  "if args[:1] == ['--watch']:",
+  "    # The watcher (see below), exec'd so that its arguments are not QEMU's (the driver finds a",
+  '    # QEMU process by its arguments). It checks the queues it inherited every 0.2 ms at the lowest',
+  '    # real-time priority (QEMU changes the size several times as it starts, and a packet that',
+  '    # crosses the tap meanwhile is lost), and ends with QEMU, when stopped, or after 120 s.',
+  '    ready, qemu, pairs = int(args[1]), int(args[2]), [int(a) for a in args[3:]]',
+  '    sizes = list(zip(pairs[0::2], pairs[1::2]))',
+  '    try:',
+  '        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))',
+  '    except OSError:',
+  '        pass',
+  "    os.write(ready, b'.')  # QEMU may start now",
+  '    os.close(ready)',
+  '    end = time.monotonic() + 120',
+  '    while time.monotonic() < end and os.getppid() == qemu:',
+  '        for target, size in sizes:',
+  '            if header_size(target) != size:',
+  '                header_size(target, size)',
+  '        time.sleep(0.0002)',
+  '    sys.exit(0)',
   "detached = args[:1] == ['--detached']",
   'if detached:',
   '    args = args[1:]',
@@ -120,24 +146,21 @@ export const TAP_EXEC_SCRIPT = [
   "    # The watcher: QEMU sets the tap's virtio-net header size (one per device) to its own",
   '    # default as it starts; the running process needs the size its guest negotiated.',
   '    qemu = os.getpid()',
+  '    ready, ready_w = os.pipe()',
   '    watcher = os.fork()',
   '    if watcher == 0:',
-  '        # It keeps its copies of the (detached) queues, checks them every 0.2 ms at the lowest',
-  '        # real-time priority (QEMU changes the size several times as it starts, and a packet that',
-  '        # crosses the tap meanwhile is lost), and ends with QEMU, when stopped, or after 120 s.',
   '        try:',
-  '            try:',
-  '                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))',
-  '            except OSError:',
-  '                pass',
-  '            end = time.monotonic() + 120',
-  '            while time.monotonic() < end and os.getppid() == qemu:',
-  '                for target, size in sizes:',
-  '                    if header_size(target) != size:',
-  '                        header_size(target, size)',
-  '                time.sleep(0.0002)',
+  '            os.close(ready)',
+  '            os.set_inheritable(ready_w, True)',
+  "            source = open('/proc/self/cmdline', 'rb').read().split(b'\\0')[2]",
+  '            watch = [str(ready_w), str(qemu)] + [str(n) for pair in sizes for n in pair]',
+  "            os.execv(sys.executable, [sys.executable, '-c', source, '--watch'] + watch)",
   '        finally:',
   '            os._exit(0)',
+  '    # QEMU starts once the watcher watches (or failed: the pipe then ends).',
+  '    os.close(ready_w)',
+  '    os.read(ready, 1)',
+  '    os.close(ready)',
   "    with open(WATCHER_PID_FILE, 'w') as pid_file:",
   '        pid_file.write(str(watcher))',
   'os.execv(command[0], command)',
