@@ -25,15 +25,17 @@
  * TUNSETSTEERINGEBPF, returning the new queue's number) so that the old queue gets nothing more:
  * the guest's packets wait in the new queue for the few ms of the switchover only. Queues are
  * numbered in attach order (one that goes is replaced by the last), so the old process's is 0 and
- * the new one's 1; once the old one is gone, 1 is taken modulo 1. A swap rolled back kills the new
- * process, its watcher and its queue with it; the old process's queue is never touched. QEMU
- * removes a steering program when it resets its NIC (its own eBPF RSS owns that ioctl): the
- * program is only there for the switchover. On a kernel without pidfd_getfd (before 5.6) the
+ * the new one's 1; once the old one is gone, 1 is taken modulo 1. QEMU removes a steering program
+ * when it resets its NIC or (10.0.2) loads its state (its own eBPF RSS owns that ioctl), so the
+ * helper also holds the old process's queues and detaches them as soon as the new process runs the
+ * VM (the old one never will again), instead of when the old process exits. A swap rolled back
+ * kills the new process, its watcher and its queue with it; the old process's queues are then
+ * never touched. On a kernel without pidfd_getfd (before 5.6) the
  * wrapper leaves the queues attached and sets no watcher, as before. Left: a packet that crosses
  * the tap between QEMU's change of the size and the watcher's repair is lost (a ~200 ms
  * retransmission), rarely.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -167,14 +169,18 @@ export const TAP_EXEC_SCRIPT = [
 ].join('\n');
 
 /**
- * The switchover helper: `python3 -c TAP_ATTACH_SCRIPT <pid> <queue> <watcher pid file> <fd>…`
- * stops the wrapper's header-size watcher, attaches the queues that process `pid` holds at those
- * descriptors (one already attached is fine) and steers each tap to queue number `queue`. Exits 2 when a queue may still be detached (the swap must not go
- * on), 1 when only the steering failed, after printing what went wrong.
+ * The switchover helper: `python3 -c TAP_ATTACH_SCRIPT <pid> <queue> <watcher pid file> <old pid>
+ * <fd>…` stops the wrapper's header-size watcher, attaches the queues that process `pid` holds at
+ * those descriptors (one already attached is fine) and steers each tap to queue number `queue`,
+ * printing what went wrong, then `ready <status>`: 0, 1 when only the steering failed, 2 when a
+ * queue may still be detached (the swap must not go on). With an old pid (not 0) it then holds
+ * copies of the old process's queues at the same descriptors and detaches them when its input
+ * says `detach`.
  */
 export const TAP_ATTACH_SCRIPT = [
   ...TAP_PY_PRELUDE,
-  'pid, queue, watcher_file, status = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], 0',
+  'pid, queue, watcher_file, old = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])',
+  'status = 0',
   'try:',
   '    with open(watcher_file) as pid_file:',
   '        watcher = int(pid_file.read())',
@@ -194,7 +200,8 @@ export const TAP_ATTACH_SCRIPT = [
   '    except OSError:',
   '        pass',
   '    os.close(pidfd)',
-  'for target in sys.argv[4:]:',
+  'targets = sys.argv[5:]',
+  'for target in targets:',
   '    try:',
   '        fd = getfd(pid, int(target))',
   '    except OSError as error:',
@@ -219,7 +226,28 @@ export const TAP_ATTACH_SCRIPT = [
   '            status = max(status, 1)',
   '    finally:',
   '        os.close(fd)',
-  'sys.exit(status)',
+  'olds = []',
+  'if old > 0 and status < 2:',
+  '    for target in targets:',
+  '        try:',
+  '            olds.append(getfd(old, int(target)))',
+  '        except OSError as error:',
+  "            print('old process fd ' + target + ': ' + str(error))",
+  "print('ready %d' % status, flush=True)",
+  'if olds:',
+  '    # Holds the old process\'s queues until told: "detach" once the new process runs the VM',
+  '    # (the old one never will again: its queue would only take packets), anything else or',
+  '    # nothing within 60 s leaves them as they are.',
+  '    import select',
+  "    if select.select([sys.stdin], [], [], 60)[0] and sys.stdin.readline().strip() == 'detach':",
+  '        for fd in olds:',
+  '            try:',
+  '                queue_op(fd, IFF_DETACH_QUEUE)',
+  '            except OSError:',
+  '                pass',
+  '    for fd in olds:',
+  '        os.close(fd)',
+  'sys.exit(0)',
 ].join('\n');
 
 /** The tap name of NIC `index` of VM `vm` when the spec names none: `it<hash>n<index>`, ≤ 15 bytes. */
@@ -251,35 +279,77 @@ export interface AttachOutcome {
   readonly attached: boolean;
   /** What went wrong, null when nothing did. */
   readonly problem: string | null;
+  /**
+   * Ends the helper: with `detachOld`, once the new process runs the VM, it first detaches the old
+   * process's queues (QEMU 10 removes the steering program as it loads the NIC's state, and the
+   * old process, stopped for good, keeps its queue until it exits). Idempotent.
+   */
+  release(detachOld: boolean): void;
 }
 
 /**
  * Attaches the tap queues of the swap's new process `pid` (one per NIC, at its descriptor) and
- * steers the taps' packets to queue number `queue` (see above). Never rejects.
+ * steers the taps' packets to queue number `queue` (see above); with `oldPid`, the helper then
+ * holds the old process's queues until {@link AttachOutcome.release}. Never rejects.
  */
 export function attachQueues(
   python: string,
-  process: { readonly pid: number; readonly dir: string },
+  process: { readonly pid: number; readonly dir: string; readonly oldPid?: number },
   nicCount: number,
   queue: number,
 ): Promise<AttachOutcome> {
   const { pid } = process;
-  if (nicCount === 0) return Promise.resolve({ attached: true, problem: null });
+  const none = (): void => undefined;
+  if (nicCount === 0) return Promise.resolve({ attached: true, problem: null, release: none });
   const fds = Array.from({ length: nicCount }, (_, index) => String(tapFd(index)));
+  const child = spawn(
+    python,
+    [
+      '-c',
+      TAP_ATTACH_SCRIPT,
+      String(pid),
+      String(queue),
+      join(process.dir, TAP_WATCHER_PID_FILE),
+      String(process.oldPid ?? 0),
+      ...fds,
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let released = false;
+  const release = (detachOld: boolean): void => {
+    if (released) return;
+    released = true;
+    child.stdin.end(detachOld ? 'detach\n' : 'keep\n');
+  };
+  child.stdin.on('error', () => undefined);
   return new Promise((resolve) => {
-    execFile(
-      python,
-      ['-c', TAP_ATTACH_SCRIPT, String(pid), String(queue), join(process.dir, TAP_WATCHER_PID_FILE), ...fds],
-      { timeout: 5_000 },
-      (error, stdout, stderr) => {
-        if (error === null) {
-          resolve({ attached: true, problem: null });
-          return;
-        }
-        const problem = `attaching the tap queues of process ${pid}: ${(stdout + stderr).trim() || error.message}`;
-        resolve({ attached: error.code === 1, problem });
-      },
-    );
+    let output = '';
+    let settled = false;
+    const settle = (status: number | null, error?: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const text = output.replace(/^ready \d+$/m, '').trim();
+      const problem =
+        status === 0 ? null : `attaching the tap queues of process ${pid}: ${text || error || 'no answer'}`;
+      if (status === null || status === 2) release(false);
+      resolve({ attached: status === 0 || status === 1, problem, release });
+    };
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      settle(null, 'timed out');
+    }, 5_000);
+    const take = (chunk: Buffer): void => {
+      output += chunk.toString('utf8');
+      const ready = /^ready (\d+)$/m.exec(output);
+      if (ready) settle(Number(ready[1]));
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+    });
+    child.on('error', (error) => settle(null, error.message));
+    child.on('close', (code) => settle(null, `exited (${code ?? 'signal'}) before it was ready`));
   });
 }
 
