@@ -24,6 +24,11 @@ export const POSTGRES_ENGINE: SqlEngine = {
   readTransaction: inSnapshotTransaction,
   writeTransaction: (db, work) => inSerializableTransaction(db, work),
   toStoreError,
+  // The server's clock, read when the statement runs (clock_timestamp, not the transaction's start).
+  clockMs: (now) =>
+    now === undefined
+      ? sql<number>`floor(extract(epoch from clock_timestamp()) * 1000)::bigint`
+      : sql<number>`cast(${now} as bigint)`,
 };
 
 /**
