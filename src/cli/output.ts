@@ -27,6 +27,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   UNREACHABLE: EXIT_CODES.unavailable,
   PAYLOAD_TOO_LARGE: EXIT_CODES.invalidInput,
   TOO_MANY_REQUESTS: EXIT_CODES.unavailable,
+  STALE_EPOCH: EXIT_CODES.conflict,
   INTERNAL: EXIT_CODES.failure,
 };
 
