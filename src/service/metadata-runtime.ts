@@ -139,6 +139,8 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         ...(options.lease?.marginMs === undefined ? {} : { marginMs: options.lease.marginMs }),
       });
       if (options.logger) logLease(lease, options.logger);
+      // Every write of this process is the leader's, checked in its own transaction (see fenceWrites).
+      store.fenceWrites({ epoch: () => lease.epoch });
       controller = new Controller({
         events: service,
         store,

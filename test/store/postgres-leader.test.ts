@@ -63,6 +63,7 @@ async function replica(
     timing: eventTiming({ scale: timeScale(60) }),
   });
   const lease = new LeaderLease({ store: leaseStore ? leaseStore(store) : store, holder: name, ttlMs: TTL_MS });
+  store.fenceWrites({ epoch: () => lease.epoch });
   const controller = new Controller({ events, store, agents: hosts.clients, time: realTime(), lease, intervalMs: 100 });
   const acquiredAt: number[] = [];
   const published: string[] = [];

@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { after, describe, it } from 'node:test';
 import { openPostgresStore, type PostgresEventStore } from '../../src/store/postgres/index.js';
 import type { LeaseState } from '../../src/store/index.js';
+import { isIntermissionError } from '../../src/domain/index.js';
 import { runLeaseStoreContract } from './lease-store.contract.js';
 import { postgresSkip, startPostgresCluster, type PostgresCluster } from './postgres-harness.js';
 
@@ -95,6 +96,32 @@ describe('leader lease on PostgreSQL: replicas racing', { skip: postgresSkip ?? 
       assert.ok(Math.max(...seen.map((s) => s.epoch)) === (won.at(-1) as Won).epoch);
     } finally {
       await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+
+  it('fenced writes: a replica that lost the lease writes nothing, whatever it still believes', async () => {
+    const url = await running().createDatabase();
+    const [a, b] = [await openAt(url), await openAt(url)];
+    try {
+      const t0 = Date.UTC(2026, 0, 1);
+      await a.acquireOrRenew({ holder: 'a', ttlMs: 1000, now: t0 });
+      // A believes it leads at epoch 1 (a stalled process that has not looked at its clock yet).
+      a.fenceWrites({ epoch: () => 1 });
+      const scope = { scope: 'set:web' as const, incarnation: 2 };
+      await a.commit({ events: [], scopes: [scope] });
+      await b.acquireOrRenew({ holder: 'b', ttlMs: 1000, now: t0 + 1000 });
+      b.fenceWrites({ epoch: () => 2 });
+      await assert.rejects(a.commit({ events: [], scopes: [{ scope: 'set:web', incarnation: 3 }] }), (e: unknown) =>
+        isIntermissionError(e, 'STALE_EPOCH'),
+      );
+      assert.deepEqual((await b.loadEvents()).scopes, [scope], 'nothing of the refused write');
+      await b.commit({ events: [], scopes: [{ scope: 'set:web', incarnation: 3 }] });
+      a.fenceWrites({ epoch: () => undefined });
+      await assert.rejects(a.commit({ events: [], scopes: [{ scope: 'set:web', incarnation: 4 }] }), (e: unknown) =>
+        isIntermissionError(e, 'STALE_EPOCH'),
+      );
+    } finally {
+      await Promise.all([a.close(), b.close()]);
     }
   });
 

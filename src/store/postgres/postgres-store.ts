@@ -9,7 +9,7 @@ import { formatPostgresSchema, POSTGRES_SCHEMA_QUERIES, type PostgresSchemaRows 
 import { inSerializableTransaction, inSnapshotTransaction } from './postgres-transaction.js';
 
 /** Several processes (controller replicas) may share one PostgreSQL store. */
-export const POSTGRES_STORE_CAPABILITIES: StoreCapabilities = Object.freeze({ multiProcess: true });
+export const POSTGRES_STORE_CAPABILITIES: StoreCapabilities = Object.freeze({ multiProcess: true, rowLocks: true });
 
 /**
  * PostgreSQL for the shared store. Every write is one SERIALIZABLE transaction, run again when it

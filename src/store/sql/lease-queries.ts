@@ -70,3 +70,17 @@ update leases set holder = null, expires_at = (select now from clock)
 where name = ${options.name} and holder = ${options.holder}
 returning name`.compile(db);
 }
+
+/**
+ * The epoch of the lease, read inside a write transaction to fence it (see `SqlStore.fenceWrites`).
+ * With `lock` (PostgreSQL), `FOR SHARE` holds the row until the write commits: a replica taking the
+ * lease over waits for the write, so the old leader's last write lands before the new leader reads.
+ */
+export function selectLeaseEpochQuery(
+  db: Kysely<StoreDatabase>,
+  name: string,
+  lock: boolean,
+): CompiledQuery<{ epoch: number; holder: string | null }> {
+  const q = db.selectFrom('leases').select(['epoch', 'holder']).where('name', '=', name);
+  return (lock ? q.forShare() : q).compile();
+}

@@ -30,7 +30,13 @@ import {
 } from './event-queries.js';
 import type { MigrationResult } from './migrator.js';
 import { CONTROLLER_LEASE, type AcquireLeaseOptions, type LeaseState, type LeaseStore } from '../lease-store.js';
-import { acquireLeaseQuery, releaseLeaseQuery, selectLeaseQuery, type LeaseRow } from './lease-queries.js';
+import {
+  acquireLeaseQuery,
+  releaseLeaseQuery,
+  selectLeaseEpochQuery,
+  selectLeaseQuery,
+  type LeaseRow,
+} from './lease-queries.js';
 import {
   insertPlanQuery,
   insertRolloutQuery,
@@ -118,6 +124,7 @@ export class SqlStore implements EventStore, RolloutStore, LeaseStore {
   /** The last write of this store: the next one starts after it (see the class comment). */
   #writes: Promise<unknown> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  #fence: WriteFence | undefined;
 
   constructor(db: Kysely<StoreDatabase>, engine: SqlEngine, migration: MigrationResult) {
     this.db = db;
@@ -335,6 +342,17 @@ export class SqlStore implements EventStore, RolloutStore, LeaseStore {
     });
   }
 
+  /**
+   * Fences every later write of this store with the leader lease: each write transaction first reads
+   * the lease (PostgreSQL: `FOR SHARE`) and goes on only when its epoch is `fence.epoch()`; else it
+   * fails with STALE_EPOCH and writes nothing. A leader that stalled mid-pass and wakes up after
+   * another took over then cannot overwrite what the new leader wrote, and, on PostgreSQL, a
+   * takeover waits for a write under way, so the new leader reads after it.
+   */
+  fenceWrites(fence: WriteFence | undefined): void {
+    this.#fence = fence;
+  }
+
   /** Waits for calls under way, then closes the database (or the pool). Idempotent. */
   async close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -360,12 +378,38 @@ export class SqlStore implements EventStore, RolloutStore, LeaseStore {
    */
   #write(action: string, work: (trx: Kysely<StoreDatabase>) => Promise<void>): Promise<void> {
     const previous = this.#writes;
+    const fence = this.#fence;
+    const fenced = fence
+      ? async (trx: Kysely<StoreDatabase>): Promise<void> => {
+          await this.#checkFence(trx, fence, action);
+          await work(trx);
+        }
+      : work;
     const next = this.run(action, async (db) => {
       await previous.catch(() => undefined);
-      return this.#engine.writeTransaction(db, work);
+      return this.#engine.writeTransaction(db, fenced);
     });
     this.#writes = next.catch(() => undefined);
     return next;
+  }
+
+  async #checkFence(trx: Kysely<StoreDatabase>, fence: WriteFence, action: string): Promise<void> {
+    const epoch = fence.epoch();
+    const name = fence.name ?? CONTROLLER_LEASE;
+    const row =
+      epoch === undefined
+        ? undefined
+        : (await trx.executeQuery(selectLeaseEpochQuery(trx, name, this.capabilities.rowLocks === true))).rows[0];
+    if (epoch === undefined || row === undefined || Number(row.epoch) !== epoch) {
+      throw new IntermissionError(
+        'STALE_EPOCH',
+        `refused to ${action}: ` +
+          (epoch === undefined
+            ? 'this controller does not hold the leader lease'
+            : `the lease is at epoch ${row === undefined ? 'none' : Number(row.epoch)}, this controller led at ${epoch}`),
+        { details: { epoch, stored: row === undefined ? undefined : Number(row.epoch) } },
+      );
+    }
   }
 
   /** Runs one call: refused once closed, tracked so that close() waits for it, errors wrapped. */
@@ -381,6 +425,14 @@ export class SqlStore implements EventStore, RolloutStore, LeaseStore {
       this.#inFlight.delete(call);
     }
   }
+}
+
+/** What {@link SqlStore.fenceWrites} checks each write against. */
+export interface WriteFence {
+  /** Which lease; default `controller`. */
+  readonly name?: string;
+  /** The epoch this process leads with now, or undefined when it does not lead. */
+  readonly epoch: () => number | undefined;
 }
 
 /** A mutation names each event once; if not, the last row wins (PostgreSQL refuses duplicates in one upsert). */
