@@ -184,6 +184,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         await Promise.all(rollouts.filter((r) => r.status !== 'completed').map((r) => store.listSteps(r.id)))
       ).flat();
       metrics.observeExecutor(controller.executor, { restore: { rollouts, steps } });
+      if (controller.lease) metrics.observeLease(controller.lease);
     }
     for (const agent of hosts?.agents.values() ?? []) metrics.observeAgent(agent);
     const live = new LiveHub({
