@@ -134,7 +134,13 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       const lease = new LeaderLease({
         store,
         holder: options.lease?.holder ?? (store.capabilities.multiProcess ? uniqueHolder() : 'embedded'),
-        ...(options.lease?.ttlMs === undefined ? {} : { ttlMs: options.lease.ttlMs }),
+        // One process owns an SQLite store, so nobody waits to take over: a long lease keeps a write
+        // that holds the single connection for seconds (a region's plan) from costing the lead.
+        ...(options.lease?.ttlMs !== undefined
+          ? { ttlMs: options.lease.ttlMs }
+          : store.capabilities.multiProcess
+            ? {}
+            : { ttlMs: EMBEDDED_LEASE_TTL_MS }),
         ...(options.lease?.intervalMs === undefined ? {} : { intervalMs: options.lease.intervalMs }),
         ...(options.lease?.marginMs === undefined ? {} : { marginMs: options.lease.marginMs }),
       });
@@ -273,6 +279,9 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     throw error;
   }
 }
+
+/** The lease of a controller alone on its SQLite store (see where it is used). */
+const EMBEDDED_LEASE_TTL_MS = 60_000;
 
 /** Logs what the leader lease announces. */
 function logLease(lease: LeaderLease, log: Logger): void {
