@@ -179,6 +179,20 @@ describe('several controllers as processes on one PostgreSQL', { skip: postgresS
         });
         assert.equal(applied.status, 201, JSON.stringify(applied.json));
         assert.equal((await api(standby, 'GET', '/rollouts/p1')).status, 200, 'a standby serves reads');
+        const health = async (c: Proc): Promise<unknown> => {
+          const { address, token } = JSON.parse(await readFile(join(dir, c.name, 'control.json'), 'utf8')) as {
+            address: string;
+            token: string;
+          };
+          const r = await fetch(`http://${address}/v1/health`, { headers: { authorization: `Bearer ${token}` } });
+          return ((await r.json()) as { lease?: unknown }).lease;
+        };
+        assert.deepEqual(await health(standby), {
+          holder: ((await health(standby)) as { holder: string }).holder,
+          leading: false,
+          epoch: null,
+        });
+        assert.equal(((await health(first)) as { leading: boolean; epoch: number }).epoch, 1);
 
         await waitWave(first, 1);
         const killedAt = Date.now();
