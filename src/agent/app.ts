@@ -2,7 +2,13 @@ import { Hono } from 'hono';
 import { timingSafeEqual } from 'node:crypto';
 import { IntermissionError, coerceError } from '../domain/index.js';
 import type { HostAgent } from './host-agent.js';
-import { AGENT_PROTOCOL_VERSION, hostStepRequestSchema, type AgentHealth } from './protocol.js';
+import {
+  AGENT_PROTOCOL_VERSION,
+  EPOCH_HEADER,
+  EPOCH_HEADER_RE,
+  hostStepRequestSchema,
+  type AgentHealth,
+} from './protocol.js';
 
 export interface AgentAppOptions {
   readonly agent: HostAgent;
@@ -70,7 +76,10 @@ function buildAgentRoutes(): Hono<{ Bindings: AgentBindings }> {
     }
     if (parsed.data.stepId !== c.req.param('id'))
       throw new IntermissionError('INVALID_INPUT', 'step id in path and body differ');
-    const status = await c.env.agent.submit(parsed.data);
+    const header = c.req.header(EPOCH_HEADER);
+    if (header !== undefined && !EPOCH_HEADER_RE.test(header.trim()))
+      throw new IntermissionError('INVALID_INPUT', `${EPOCH_HEADER} is a whole number, got ${JSON.stringify(header)}`);
+    const status = await c.env.agent.submit(parsed.data, { epoch: header === undefined ? 0 : Number(header.trim()) });
     return c.json(status, status.status === 'running' ? 202 : 200);
   });
   app.get('/v1/steps/:id', (c) => {

@@ -2,6 +2,7 @@ import { IntermissionError, ERROR_CODES, type ErrorCode } from '../domain/index.
 import {
   agentHealthSchema,
   agentVmSchema,
+  EPOCH_HEADER,
   hostStepStatusSchema,
   type AgentHealth,
   type AgentVm,
@@ -42,9 +43,13 @@ export class AgentClient {
     return z.object({ vms: z.array(agentVmSchema) }).parse(await this.#call('GET', '/v1/vms')).vms;
   }
 
-  async submit(request: HostStepRequest): Promise<HostStepStatus> {
+  /**
+   * Sends a host step: a command, carrying the controller's fencing `epoch` (its leader lease's).
+   * STALE_EPOCH back means another controller leads: this one must stop.
+   */
+  async submit(request: HostStepRequest, options: { readonly epoch?: number } = {}): Promise<HostStepStatus> {
     return hostStepStatusSchema.parse(
-      await this.#call('PUT', `/v1/steps/${encodeURIComponent(request.stepId)}`, request),
+      await this.#call('PUT', `/v1/steps/${encodeURIComponent(request.stepId)}`, request, options.epoch),
     );
   }
 
@@ -58,7 +63,7 @@ export class AgentClient {
     }
   }
 
-  async #call(method: string, path: string, body?: unknown): Promise<unknown> {
+  async #call(method: string, path: string, body?: unknown, epoch?: number): Promise<unknown> {
     const timeoutMs = this.#options.timeoutMs ?? 10_000;
     // A timer cleared once the answer is read, rather than AbortSignal.timeout(): that one keeps
     // its signal, and the request listening to it, alive until it fires, long after the answer came
@@ -70,18 +75,25 @@ export class AgentClient {
     );
     timer.unref();
     try {
-      return await this.#exchange(method, path, body, abort.signal);
+      return await this.#exchange(method, path, body, epoch, abort.signal);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  async #exchange(method: string, path: string, body: unknown, signal: AbortSignal): Promise<unknown> {
+  async #exchange(
+    method: string,
+    path: string,
+    body: unknown,
+    epoch: number | undefined,
+    signal: AbortSignal,
+  ): Promise<unknown> {
     const { baseUrl, token, fetch } = this.#options;
     const request = new Request(new URL(path, baseUrl), {
       method,
       headers: {
         authorization: `Bearer ${token}`,
+        ...(epoch === undefined ? {} : { [EPOCH_HEADER]: String(epoch) }),
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),

@@ -11,6 +11,7 @@ import {
 import type { HypervisorDriver, ResumeResult } from '../hypervisor/index.js';
 import type { SimTime } from '../hypervisor/sim/index.js';
 import { adoptHost, type AdoptionClockInfo, type ClockFields } from './adoption.js';
+import { EpochFence } from './epoch-fence.js';
 import { compactedStatus, requestDigest, type AgentJournal } from './journal.js';
 import type { AgentVm, HostStepRequest, HostStepStatus, VmInStep, VmStepResult } from './protocol.js';
 
@@ -42,6 +43,11 @@ export interface HostAgentOptions {
    * before it counts as hung and the step fails. Default 30 min.
    */
   readonly applyTimeoutMs?: number;
+  /**
+   * The fence of controllers' epochs (see epoch-fence.ts): keep it in the agent's state directory
+   * (`FileEpochStore`) so that it outlives a restart. Default: in memory.
+   */
+  readonly fence?: EpochFence;
 }
 
 /** Longest a host-side apply of a step without paused VMs may run before it counts as hung. */
@@ -63,6 +69,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
   readonly #applyTimeoutMs: number;
   readonly #running = new Map<string, Promise<void>>();
   #closed = false;
+  #fence!: EpochFence;
 
   private constructor(options: HostAgentOptions) {
     super();
@@ -81,8 +88,14 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
    */
   static async start(options: HostAgentOptions): Promise<HostAgent> {
     const agent = new HostAgent(options);
+    agent.#fence = options.fence ?? (await EpochFence.open());
     await agent.#adopt();
     return agent;
+  }
+
+  /** The highest controller epoch this agent has seen (0: none). */
+  get highestEpoch(): number {
+    return this.#fence.highest;
   }
 
   get journal(): AgentJournal {
@@ -98,7 +111,7 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
    * Accepts a host step. The same step id with the same request answers the recorded status (a
    * retry); with a different request it is a CONFLICT. The step runs in the background.
    */
-  async submit(request: HostStepRequest): Promise<HostStepStatus> {
+  async submit(request: HostStepRequest, options: { readonly epoch?: number } = {}): Promise<HostStepStatus> {
     if (this.#closed) throw new IntermissionError('UNREACHABLE', `agent of ${this.host} is shutting down`);
     if (request.host !== this.host) {
       throw new IntermissionError(
@@ -106,6 +119,9 @@ export class HostAgent extends EventEmitter<AgentEventMap> {
         `step ${request.stepId} is for host ${request.host}, this is ${this.host}`,
       );
     }
+    // Fencing first, retries included: a deposed controller gets STALE_EPOCH even for a step this
+    // agent knows. A command without an epoch counts as epoch 0 (refused once any controller sent one).
+    await this.#fence.admit(options.epoch ?? 0);
     // The wire schema only lets known kinds through, but an in-process caller (or a controller of
     // a newer version, through a looser schema) could send another: refused before it is journaled,
     // so that it never runs nothing and reports success.

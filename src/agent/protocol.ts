@@ -16,6 +16,16 @@ import {
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
+/**
+ * The request header that carries the controller's fencing epoch (its leader lease's) on every
+ * request; the agent checks it on commands (`PUT /v1/steps/:id`) and refuses one lower than the
+ * highest it has seen with 409 STALE_EPOCH. Absent, it counts as 0.
+ */
+export const EPOCH_HEADER = 'intermission-epoch';
+
+/** An epoch as the header spells it: decimal digits, no sign. */
+export const EPOCH_HEADER_RE = /^\d{1,15}$/;
+
 const vmInStepSchema = z
   .object({
     name: z.string().min(1),

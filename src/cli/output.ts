@@ -27,6 +27,8 @@ const BY_CODE: Record<ErrorCode, number> = {
   UNREACHABLE: EXIT_CODES.unavailable,
   PAYLOAD_TOO_LARGE: EXIT_CODES.invalidInput,
   TOO_MANY_REQUESTS: EXIT_CODES.unavailable,
+  STALE_EPOCH: EXIT_CODES.conflict,
+  NOT_LEADER: EXIT_CODES.unavailable,
   INTERNAL: EXIT_CODES.failure,
 };
 

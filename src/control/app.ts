@@ -4,6 +4,7 @@ import { deleteCookie, setCookie } from 'hono/cookie';
 import { parse as parseCookies } from 'hono/utils/cookie';
 import { HTTPException } from 'hono/http-exception';
 import { z } from 'zod';
+import type { healthSchema } from './schemas.js';
 import { ERROR_CODES, IntermissionError, type ErrorCode } from '../domain/index.js';
 import type { EventService } from '../service/event-service.js';
 import type { Controller } from '../controller/controller.js';
@@ -341,9 +342,17 @@ export function createControlApp({
     return c.json({ code, expiresAt: new Date(expiresAt).toISOString(), path: `/#code=${code}` }, 201);
   });
 
-  app.get('/v1/health', (c) =>
-    c.json({ ok: true, now: new Date(service.now()).toISOString(), timeScale: service.timing.scale.factor }),
-  );
+  app.get('/v1/health', (c) => {
+    const lease = controller?.lease;
+    const epoch = lease?.epoch;
+    return c.json({
+      ok: true,
+      now: new Date(service.now()).toISOString(),
+      timeScale: service.timing.scale.factor,
+      // Whether this replica leads: a standby answers reads and refuses writes (NOT_LEADER).
+      ...(lease ? { lease: { holder: lease.holder, leading: epoch !== undefined, epoch: epoch ?? null } } : {}),
+    } satisfies z.infer<typeof healthSchema>);
+  });
 
   app.get('/v1/whoami', (c) => c.json(c.get('principal')));
 

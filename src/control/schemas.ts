@@ -37,7 +37,15 @@ export const errorBodySchema = z.strictObject({
 });
 
 /** GET /v1/health. */
-export const healthSchema = z.strictObject({ ok: z.literal(true), now: isoTime, timeScale: z.number() });
+export const healthSchema = z.strictObject({
+  ok: z.literal(true),
+  now: isoTime,
+  timeScale: z.number(),
+  /** The controller's leader lease: whether this replica leads, with which epoch (absent without a controller). */
+  lease: z
+    .strictObject({ holder: z.string(), leading: z.boolean(), epoch: z.number().int().positive().nullable() })
+    .optional(),
+});
 
 /** GET /v1/whoami. */
 export const principalSchema = z.union([

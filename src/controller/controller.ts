@@ -11,6 +11,7 @@ import type { SimTime } from '../hypervisor/sim/index.js';
 import type { EventService } from '../service/event-service.js';
 import type { RolloutRecord, RolloutStore, StepRecord, VmOperationRecord } from '../store/rollout-store.js';
 import { RolloutExecutor, type ExecutorOptions } from './executor.js';
+import type { LeaderLease } from './leader-lease.js';
 
 export interface ControllerOptions {
   readonly events: EventService;
@@ -23,6 +24,13 @@ export interface ControllerOptions {
   readonly intervalMs?: number;
   readonly maxClockResidualMs?: number;
   readonly pollGraceMs?: number;
+  /**
+   * The leader lease (see leader-lease.ts). With it, this controller reconciles, dispatches and
+   * runs the event service's ticks only while it leads, and every command carries the lease's
+   * epoch; while it stands by it keeps its event view current from the store and serves reads.
+   * Without it (tests driving one controller), it always acts and sends no epoch.
+   */
+  readonly lease?: LeaderLease;
 }
 
 /**
@@ -51,8 +59,12 @@ export class Controller {
   readonly #agents: ReadonlyMap<string, AgentClient>;
   readonly #time: SimTime;
   readonly #intervalMs: number;
+  readonly #lease: LeaderLease | undefined;
   #loop: Promise<void> | undefined;
   #stopper: AbortController | undefined;
+  /** The epoch this controller last took the lead with and has caught up for (reloaded events). */
+  #ledEpoch: number | undefined;
+  readonly #unsubscribe: (() => void)[] = [];
 
   constructor(options: ControllerOptions) {
     this.#events = options.events;
@@ -60,7 +72,10 @@ export class Controller {
     this.#agents = options.agents;
     this.#time = options.time;
     this.#intervalMs = options.intervalMs ?? 250;
+    this.#lease = options.lease;
+    const lease = options.lease;
     const executorOptions: ExecutorOptions = {
+      ...(lease ? { epoch: () => lease.epoch } : {}),
       store: options.store,
       events: options.events,
       clock: options.time satisfies Clock,
@@ -132,31 +147,96 @@ export class Controller {
     return this.#store.listRollouts();
   }
 
-  /** Starts the reconcile loop. Idempotent. */
+  /** The leader lease, when this controller is one of several replicas (or holds its epoch alone). */
+  get lease(): LeaderLease | undefined {
+    return this.#lease;
+  }
+
+  /** True when this controller may act: it leads (or runs without a lease). */
+  isLeader(): boolean {
+    return this.#lease === undefined || this.#lease.isLeader();
+  }
+
+  /**
+   * Starts the reconcile loop, and the lease's loop when there is a lease. Idempotent. With a lease,
+   * each pass runs only while this controller leads; the first pass of a new tenure first reloads
+   * the event book from the store (what the previous leader published), then starts the event
+   * service's ticks, which stop again when the lease is lost.
+   */
   start(): void {
     if (this.#loop) return;
     const stopper = new AbortController();
     this.#stopper = stopper;
+    const lease = this.#lease;
+    if (lease) {
+      const onLost = (): void => {
+        this.#ledEpoch = undefined;
+        void this.#events.stop();
+      };
+      // A standby keeps its reads (event documents, lists) current from the store.
+      const onStandby = (): void => void this.#events.reload().catch(() => undefined);
+      this.#events.setWriteGate(() => this.#ledEpoch !== undefined && lease.isLeader());
+      lease.on('lease:lost', onLost);
+      lease.on('lease:standby', onStandby);
+      this.#unsubscribe.push(
+        () => lease.off('lease:lost', onLost),
+        () => lease.off('lease:standby', onStandby),
+      );
+      lease.start();
+    }
     this.#loop = (async () => {
       while (!stopper.signal.aborted) {
         try {
-          await this.executor.reconcileOnce();
+          if (await this.#mayAct()) await this.executor.reconcileOnce();
         } catch (error) {
-          this.executor.emit('rollout:error', { rollout: '*', error: coerceError(error) });
+          const e = coerceError(error);
+          if (e.code === 'STALE_EPOCH') this.#deposed(e);
+          else this.executor.emit('rollout:error', { rollout: '*', error: e });
         }
         await this.#time.sleep(this.#intervalMs, { signal: stopper.signal }).catch(() => undefined);
       }
     })();
   }
 
-  /** Stops the loop after the pass under way. Idempotent. */
-  async stop(): Promise<void> {
+  /**
+   * Whether this pass may act; on the first pass of a tenure, catches up with the store first. The
+   * event service ticks only under a lease held.
+   */
+  async #mayAct(): Promise<boolean> {
+    const lease = this.#lease;
+    if (!lease) return true;
+    const epoch = lease.epoch;
+    if (epoch === undefined) return false;
+    if (this.#ledEpoch !== epoch) {
+      await this.#events.reload();
+      this.#ledEpoch = epoch;
+      this.#events.startTicking();
+    }
+    return lease.epoch === epoch;
+  }
+
+  /** An agent refused our epoch: another controller leads. Stop acting at once. */
+  #deposed(error: IntermissionError): void {
+    const epoch = this.#ledEpoch ?? this.#lease?.epoch;
+    if (this.#lease && epoch !== undefined) this.#lease.depose(epoch, `deposed: ${error.message}`);
+    this.executor.emit('rollout:error', { rollout: '*', error });
+  }
+
+  /**
+   * Stops the loop after the pass under way, then the lease's loop; the lease is released (a
+   * standby takes over at once) unless `release` is false (tests playing a crash). Idempotent.
+   */
+  async stop(options: { readonly release?: boolean } = {}): Promise<void> {
     this.#stopper?.abort();
     await this.#loop;
     this.#loop = undefined;
+    for (const off of this.#unsubscribe.splice(0)) off();
+    await this.#lease?.stop(options);
+    if (this.#lease) await this.#events.stop();
   }
 
   #kick(): void {
+    if (!this.isLeader() || (this.#lease && this.#ledEpoch === undefined)) return;
     void this.executor.reconcileOnce().catch(() => undefined);
   }
 }

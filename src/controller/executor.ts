@@ -46,6 +46,12 @@ export interface ExecutorOptions {
    * again before the health gate fails it. Default 30 s.
    */
   readonly pollGraceMs?: number;
+  /**
+   * The fencing epoch to send with every command to an agent: the leader lease's, or undefined when
+   * this controller does not lead (then no command is sent: STALE_EPOCH). Absent: commands carry
+   * no epoch (an agent counts it as 0), for executors driven directly by tests.
+   */
+  readonly epoch?: () => number | undefined;
 }
 
 /** What {@link RolloutExecutor.cancelEvent} did. */
@@ -75,6 +81,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
   readonly #clock: Clock;
   readonly #maxResidualMs: number;
   readonly #pollGraceMs: number;
+  readonly #epoch: (() => number | undefined) | undefined;
   #reconciling: Promise<void> | undefined;
   /** Reconcile passes and event cancellations run one at a time (see {@link cancelEvent}). */
   #exclusive: Promise<unknown> = Promise.resolve();
@@ -87,10 +94,35 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     this.#clock = options.clock;
     this.#maxResidualMs = options.maxClockResidualMs ?? 250;
     this.#pollGraceMs = options.pollGraceMs ?? 30_000;
+    this.#epoch = options.epoch;
+  }
+
+  /**
+   * Sends a host step to its agent with this controller's epoch. Throws STALE_EPOCH without sending
+   * anything when the controller does not lead (any more).
+   */
+  async #submit(host: string, request: HostStepRequest): Promise<HostStepStatus> {
+    if (!this.#epoch) return this.#agent(host).submit(request);
+    const epoch = this.#epoch();
+    if (epoch === undefined) {
+      throw new IntermissionError('STALE_EPOCH', 'this controller does not hold the leader lease: it sends no command');
+    }
+    return this.#agent(host).submit(request, { epoch });
+  }
+
+  /** Operators' writes (create, pause, resume, cancel) are the leader's: NOT_LEADER on a standby. */
+  #assertLeads(): void {
+    if (this.#epoch && this.#epoch() === undefined) {
+      throw new IntermissionError(
+        'NOT_LEADER',
+        'this controller replica stands by: rollouts change only through the leader',
+      );
+    }
   }
 
   /** Stores a plan as a new running rollout with all its steps pending. */
   async create(plan: Plan): Promise<RolloutRecord> {
+    this.#assertLeads();
     if (plan.waves.length === 0)
       throw new IntermissionError('INVALID_INPUT', `plan ${plan.id} has no waves: nothing to do`);
     const now = this.#clock.now();
@@ -149,6 +181,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
    * way), NOT_FOUND when it is not live.
    */
   cancelEvent(eventId: string, options: { readonly by: string }): Promise<EventCancellation> {
+    this.#assertLeads();
     return this.#serially(() => this.#cancelEvent(eventId.toUpperCase(), options.by));
   }
 
@@ -211,7 +244,10 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
       try {
         await this.#reconcile(rollout);
       } catch (error) {
-        this.emit('rollout:error', { rollout: rollout.id, error: coerceError(error) });
+        const e = coerceError(error);
+        // Deposed: the whole pass stops here, and so does this controller (see Controller).
+        if (e.code === 'STALE_EPOCH') throw e;
+        this.emit('rollout:error', { rollout: rollout.id, error: e });
       }
     }
   }
@@ -375,12 +411,18 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     await this.#store.saveProgress({ steps: dispatched });
     for (const d of dispatched) this.emit('rollout:step:dispatched', d);
     const refused: { record: StepRecord; status: undefined; error: string }[] = [];
+    let deposed: IntermissionError | undefined;
     await Promise.all(
       ready.map(async ({ step }, i) => {
         try {
-          await this.#agent(step.host).submit(this.#request(rollout.plan, rollout.id, step));
+          await this.#submit(step.host, this.#request(rollout.plan, rollout.id, step));
         } catch (error) {
           const e = coerceError(error);
+          if (e.code === 'STALE_EPOCH') {
+            // Not the agent's verdict on the step: another controller leads and will send it again.
+            deposed = e;
+            return;
+          }
           // A retryable failure (agent unreachable) is retried by the next pass's poll.
           const record = dispatched[i];
           if (!e.retryable && record)
@@ -388,6 +430,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
         }
       }),
     );
+    if (deposed) throw deposed;
     if (refused.length > 0) await this.#finishSteps(rollout, refused, now);
   }
 
@@ -416,6 +459,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
   async #pollDispatched(rollout: RolloutRecord, wave: Wave, steps: StepRecord[]): Promise<StepRecord[]> {
     const planned = new Map(wave.batches.flatMap((b) => b.steps).map((s) => [stepIdOf(rollout.id, s), s]));
     const finished: { record: StepRecord; status: HostStepStatus; error: string | null }[] = [];
+    let deposed: IntermissionError | undefined;
     await Promise.all(
       steps
         .filter((record) => record.status === 'dispatched')
@@ -424,14 +468,18 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
           try {
             const agent = this.#agent(record.host);
             let status = await agent.status(record.id);
-            if (!status && step) status = await agent.submit(this.#request(rollout.plan, rollout.id, step));
+            if (!status && step)
+              status = await this.#submit(record.host, this.#request(rollout.plan, rollout.id, step));
             if (status && status.status !== 'running')
               finished.push({ record, status, error: status.error?.message ?? null });
           } catch (error) {
-            this.emit('rollout:error', { rollout: rollout.id, error: coerceError(error) });
+            const e = coerceError(error);
+            if (e.code === 'STALE_EPOCH') deposed = e;
+            else this.emit('rollout:error', { rollout: rollout.id, error: e });
           }
         }),
     );
+    if (deposed) throw deposed;
     if (finished.length === 0) return steps;
     const done = new Map((await this.#finishSteps(rollout, finished, this.#clock.now())).map((s) => [s.id, s]));
     return steps.map((s) => done.get(s.id) ?? s);
@@ -515,6 +563,7 @@ export class RolloutExecutor extends EventEmitter<ExecutorEventMap> {
     to: RolloutRecord['status'],
     reason: string | null,
   ): Promise<RolloutRecord> {
+    this.#assertLeads();
     const rollout = await this.#store.getRollout(id);
     if (!rollout) throw new IntermissionError('NOT_FOUND', `no rollout ${id}`);
     if (!from.includes(rollout.status)) {

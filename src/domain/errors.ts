@@ -27,6 +27,16 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { retryable: false, status: 413 },
   /** Over a per-caller cap (e.g. live streams per token); retry once one is released. */
   TOO_MANY_REQUESTS: { retryable: true, status: 429 },
+  /**
+   * A controller's command carries a fencing epoch lower than one the agent has already seen: another
+   * controller leads now, and this one was deposed and must stop acting (see the leader lease).
+   */
+  STALE_EPOCH: { retryable: false, status: 409 },
+  /**
+   * This controller replica stands by (another holds the leader lease): it serves reads, and refuses
+   * writes, which only the leader makes. Retry against the leader, or here once this one leads.
+   */
+  NOT_LEADER: { retryable: true, status: 503 },
   /** A bug: an invariant of our own code did not hold. */
   INTERNAL: { retryable: false, status: 500 },
 } as const satisfies Record<string, { retryable: boolean; status: number }>;

@@ -16,6 +16,7 @@ export {
   type ObserveExecutorOptions,
   type ObservedAgent,
   type ObservedEventService,
+  type ObservedLease,
   type Unsubscribe,
   type VmMeasurementSource,
 } from './metrics.js';

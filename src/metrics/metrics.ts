@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { EVENT_TYPES, VISIBLE_EVENT_STATUSES, type IntermissionError, type MaintenanceEvent } from '../domain/index.js';
 import type { AgentEventMap, HostStepStatus, VmStepResult } from '../agent/index.js';
 import type { ExecutorEventMap } from '../controller/executor.js';
+import type { LeaderLeaseEventMap } from '../controller/leader-lease.js';
 import type { MetadataEventListener, MetadataEventMap } from '../imds/index.js';
 import type { EventServiceEventMap } from '../service/event-service.js';
 import { ROLLOUT_STATUSES, STEP_STATUSES, type RolloutRecord, type StepRecord } from '../store/rollout-store.js';
@@ -70,6 +71,9 @@ export const METRIC_NAMES = Object.freeze({
   metadataApprovals: 'intermission_metadata_approved_events_total',
   metadataEnablements: 'intermission_metadata_scope_enablements_total',
   listenerErrors: 'intermission_metrics_listener_errors_total',
+  controllerLeader: 'intermission_controller_leader',
+  controllerLeaseEpoch: 'intermission_controller_lease_epoch',
+  controllerLeaseChanges: 'intermission_controller_lease_changes_total',
 } as const);
 
 /** Which emitter the per-VM measurements (pauses, clocks, outcomes, budget violations) are taken from. */
@@ -109,6 +113,12 @@ export interface ObservedAgent extends EventEmitter<AgentEventMap> {
   readonly host: string;
 }
 
+/** What {@link IntermissionMetrics.observeLease} needs of the leader lease. */
+export interface ObservedLease extends EventEmitter<LeaderLeaseEventMap> {
+  /** The epoch this replica leads with now, undefined while it stands by. */
+  readonly epoch: number | undefined;
+}
+
 /** Options of {@link IntermissionMetrics.observeExecutor}. */
 export interface ObserveExecutorOptions {
   /**
@@ -133,6 +143,8 @@ export interface IntermissionMetrics {
   observeExecutor(executor: EventEmitter<ExecutorEventMap>, options?: ObserveExecutorOptions): Unsubscribe;
   /** Subscribes to one host agent. */
   observeAgent(agent: ObservedAgent): Unsubscribe;
+  /** Subscribes to the controller's leader lease: whether this replica leads, and with which epoch. */
+  observeLease(lease: ObservedLease): Unsubscribe;
   /** Pass as `createMetadataApp({ onEvent })`; it never throws. */
   readonly metadataListener: MetadataEventListener;
   /** The Prometheus text exposition of every metric. */
@@ -187,6 +199,24 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
     name: METRIC_NAMES.tickErrors,
     help: 'Background ticks of the event service that failed (retried on the next one), by error code.',
     labelNames: ['code'] as const,
+    registers,
+  });
+
+  // --- Leader lease -------------------------------------------------------------------------------
+  const controllerLeader = new Gauge({
+    name: METRIC_NAMES.controllerLeader,
+    help: 'Whether this controller replica leads (1) or stands by (0): exactly one replica of a database should be 1.',
+    registers,
+  });
+  const controllerLeaseEpoch = new Gauge({
+    name: METRIC_NAMES.controllerLeaseEpoch,
+    help: 'The fencing epoch of the lease as this replica last saw it (its own while it leads).',
+    registers,
+  });
+  const controllerLeaseChanges = new Counter({
+    name: METRIC_NAMES.controllerLeaseChanges,
+    help: 'Times this replica took the lead (acquired) or stopped leading (lost).',
+    labelNames: ['change'] as const,
     registers,
   });
 
@@ -525,6 +555,34 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
     });
   }
 
+  function observeLease(lease: ObservedLease): Unsubscribe {
+    return subscribeOnce(lease, () => {
+      // It may lead already (the runtime takes the lease before it builds the metrics).
+      const epoch = lease.epoch;
+      controllerLeader.set(epoch === undefined ? 0 : 1);
+      if (epoch !== undefined) controllerLeaseEpoch.set(epoch);
+      for (const change of ['acquired', 'lost'] as const) controllerLeaseChanges.inc({ change }, 0);
+      const onAcquired = guarded('lease:acquired', (info: { epoch: number }) => {
+        controllerLeader.set(1);
+        controllerLeaseEpoch.set(info.epoch);
+        controllerLeaseChanges.inc({ change: 'acquired' });
+      });
+      const onLost = guarded('lease:lost', () => {
+        controllerLeader.set(0);
+        controllerLeaseChanges.inc({ change: 'lost' });
+      });
+      const onStandby = guarded('lease:standby', (state: { epoch: number }) => controllerLeaseEpoch.set(state.epoch));
+      lease.on('lease:acquired', onAcquired);
+      lease.on('lease:lost', onLost);
+      lease.on('lease:standby', onStandby);
+      return () => {
+        lease.off('lease:acquired', onAcquired);
+        lease.off('lease:lost', onLost);
+        lease.off('lease:standby', onStandby);
+      };
+    });
+  }
+
   function countRequest(payload: { method: string; path: string; status: number }): void {
     metadataRequests.inc({
       endpoint: metadataEndpointOf(payload.path),
@@ -562,6 +620,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): IntermissionM
     observeEventService,
     observeExecutor,
     observeAgent,
+    observeLease,
     metadataListener,
     render: () => registry.metrics(),
   };

@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import { FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
+import { EpochFence, FileEpochStore, FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
 import { SIM_HOST_ROUTE_PREFIX, createSimHostApp } from '../agent/sim-app.js';
 import { FleetIndex, IntermissionError, type Fleet } from '../domain/index.js';
 import type { HypervisorDriver } from '../hypervisor/driver.js';
@@ -80,7 +80,9 @@ export async function startAgentRuntime(options: AgentRuntimeOptions): Promise<A
     ...(options.logger ? { logger: options.logger } : {}),
   });
   // The agent resumes what a dead predecessor left paused, and fails the step it was running.
-  const agent = await HostAgent.start({ driver, journal, time });
+  // The highest controller epoch seen, beside the journal: a restarted agent still refuses a deposed controller.
+  const fence = await EpochFence.open(new FileEpochStore(join(stateDir, 'agents', `${options.host}.epoch`)));
+  const agent = await HostAgent.start({ driver, journal, time, fence });
   if (options.logger) logAgent(agent, options.logger);
   const agentApp = createAgentApp({ agent, token: options.token });
   const sim = simHost;

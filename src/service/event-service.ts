@@ -95,6 +95,7 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
   #pass: Promise<void> | undefined;
   #ticking: Promise<TickResult> | undefined;
   #running = false;
+  #writeGate: (() => boolean) | undefined;
 
   private constructor(options: EventServiceOptions) {
     super();
@@ -114,6 +115,26 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
     const service = new EventService(options);
     service.#book.restore(await options.store.loadEvents());
     return service;
+  }
+
+  /**
+   * Reads every live event and incarnation from the store again, replacing what this process holds:
+   * for a controller replica that takes the lead (another replica wrote meanwhile) and for standbys
+   * keeping their reads current. Runs between mutations, never during one. Announces nothing.
+   */
+  /**
+   * Lets changes through only while `gate` says so (a controller replica: while it leads); others
+   * are refused with NOT_LEADER before anything is written. A standby's book lags the store, and a
+   * mutation computed from it could undo what the leader wrote.
+   */
+  setWriteGate(gate: (() => boolean) | undefined): void {
+    this.#writeGate = gate;
+  }
+
+  reload(): Promise<void> {
+    return this.#serial(async () => {
+      this.#book.restore(await this.#store.loadEvents());
+    });
   }
 
   get fleet(): FleetIndex {
@@ -381,6 +402,12 @@ export class EventService extends EventEmitter<EventServiceEventMap> implements 
 
   async #persist(mutation: Mutation): Promise<void> {
     if (isEmptyMutation(mutation)) return;
+    if (this.#writeGate && !this.#writeGate()) {
+      throw new IntermissionError(
+        'NOT_LEADER',
+        'this controller replica stands by: events change only through the leader (retry there, or later)',
+      );
+    }
     await this.#store.commit(mutation);
     this.#book.apply(mutation);
   }

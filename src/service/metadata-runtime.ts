@@ -25,6 +25,7 @@ import type { HttpLimits } from './http-limits.js';
 import { logEventService, logExecutor, type Logger } from './logging.js';
 import type { HostAgents } from './sim-hosts.js';
 import { Controller } from '../controller/controller.js';
+import { LeaderLease, uniqueHolder, type LeaderLeaseOptions } from '../controller/leader-lease.js';
 import { realTime } from '../hypervisor/sim/index.js';
 import { systemClock } from './system-clock.js';
 
@@ -59,6 +60,13 @@ export interface MetadataRuntimeOptions {
    * control API and `METADATA_HTTP_LIMITS` for each VM's metadata listener.
    */
   readonly httpLimits?: { readonly control?: Partial<HttpLimits>; readonly metadata?: Partial<HttpLimits> };
+  /**
+   * The leader lease of the controller (see leader-lease.ts): its timings, and the holder name. The
+   * controller always takes the lease: on PostgreSQL replicas compete for it (holder unique to the
+   * process by default); on SQLite, one process's store, the holder is fixed (`embedded`), so that a
+   * restart renews the lease at once with the same epoch instead of waiting for its ttl.
+   */
+  readonly lease?: Partial<Pick<LeaderLeaseOptions, 'holder' | 'ttlMs' | 'intervalMs' | 'marginMs'>>;
   /** Live streams (GET /v1/stream) one token may hold at once; default 8. */
   readonly maxLiveStreamsPerToken?: number;
 }
@@ -123,15 +131,34 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
       hosts = await options.hosts({ stateDir });
       const h = hosts;
       cleanups.push(() => h.close());
+      const lease = new LeaderLease({
+        store,
+        holder: options.lease?.holder ?? (store.capabilities.multiProcess ? uniqueHolder() : 'embedded'),
+        // One process owns an SQLite store, so nobody waits to take over: a long lease keeps a write
+        // that holds the single connection for seconds (a region's plan) from costing the lead.
+        ...(options.lease?.ttlMs !== undefined
+          ? { ttlMs: options.lease.ttlMs }
+          : store.capabilities.multiProcess
+            ? {}
+            : { ttlMs: EMBEDDED_LEASE_TTL_MS }),
+        ...(options.lease?.intervalMs === undefined ? {} : { intervalMs: options.lease.intervalMs }),
+        ...(options.lease?.marginMs === undefined ? {} : { marginMs: options.lease.marginMs }),
+      });
+      if (options.logger) logLease(lease, options.logger);
+      // Every write of this process is the leader's, checked in its own transaction (see fenceWrites).
+      store.fenceWrites({ epoch: () => lease.epoch });
       controller = new Controller({
         events: service,
         store,
         agents: hosts.clients,
         time: realTime({ clock: options.clock ?? systemClock }),
+        lease,
       });
       if (options.logger) logExecutor(controller, options.logger);
       const c = controller;
       cleanups.push(() => c.stop());
+      // Know this replica's role before serving: a lone controller leads from its first pass.
+      await lease.tickOnce();
     }
 
     const clock = options.clock ?? systemClock;
@@ -163,6 +190,7 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
         await Promise.all(rollouts.filter((r) => r.status !== 'completed').map((r) => store.listSteps(r.id)))
       ).flat();
       metrics.observeExecutor(controller.executor, { restore: { rollouts, steps } });
+      if (controller.lease) metrics.observeLease(controller.lease);
     }
     for (const agent of hosts?.agents.values() ?? []) metrics.observeAgent(agent);
     const live = new LiveHub({
@@ -230,8 +258,9 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     for (const a of [control.address, ...listeners.addresses.map((l) => l.address)]) {
       if ('path' in a) await restrictMode(a.path);
     }
-    service.startTicking();
-    controller?.start();
+    // Under a lease the controller runs the event ticks while it leads; without hosts nothing else does.
+    if (controller) controller.start();
+    else service.startTicking();
 
     let closing: Promise<void> | undefined;
     return {
@@ -249,6 +278,16 @@ export async function startMetadataRuntime(options: MetadataRuntimeOptions): Pro
     await closeAll();
     throw error;
   }
+}
+
+/** The lease of a controller alone on its SQLite store (see where it is used). */
+const EMBEDDED_LEASE_TTL_MS = 60_000;
+
+/** Logs what the leader lease announces. */
+function logLease(lease: LeaderLease, log: Logger): void {
+  lease.on('lease:acquired', (i) => log.info(i, 'leading: leader lease acquired'));
+  lease.on('lease:lost', (i) => log.warn(i, 'no longer leading'));
+  lease.on('lease:error', (e) => log.warn({ code: e.code, err: e.message }, 'leader lease pass failed'));
 }
 
 /** How often the running server checks whether the operator token needs renewing. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Fleet } from '../domain/index.js';
-import { AgentClient, FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
+import { AgentClient, EpochFence, FileEpochStore, FileJournal, HostAgent, createAgentApp } from '../agent/index.js';
 import type { HypervisorDriver } from '../hypervisor/driver.js';
 import { createSimFleet, realTime, type SimHost, type SimTime } from '../hypervisor/sim/index.js';
 
@@ -53,6 +53,7 @@ export async function startInProcessAgents(options: {
       driver,
       journal: await FileJournal.open(join(dir, `${name}.json`)),
       time: options.time,
+      fence: await EpochFence.open(new FileEpochStore(join(dir, `${name}.epoch`))),
     });
     const app = createAgentApp({ agent, token });
     agents.set(name, agent);

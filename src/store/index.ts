@@ -4,5 +4,6 @@
  */
 export * from './store.js';
 export * from './rollout-store.js';
+export * from './lease-store.js';
 export * from './sqlite/index.js';
 export * from './postgres/index.js';

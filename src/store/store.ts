@@ -4,6 +4,11 @@ import type { MaintenanceEvent, Mutation, ScopeState } from '../domain/index.js'
 export interface StoreCapabilities {
   /** Several processes may share the store (PostgreSQL); SQLite is one process's. */
   readonly multiProcess?: boolean;
+  /**
+   * `SELECT … FOR SHARE` locks rows until the transaction ends (PostgreSQL). SQLite has no row
+   * locks and needs none: one writer at a time holds the whole database.
+   */
+  readonly rowLocks?: boolean;
 }
 
 /** Filters of {@link EventStore.queryEvents}; all optional. */

@@ -202,7 +202,7 @@ void describe('SQLite migration 000005: retire rollouts with unrenderable times'
     const afterOpen = Date.now();
     try {
       assert.equal(store.migration.from, RETIRE_VERSION - 1);
-      assert.deepEqual(store.migration.applied, [RETIRE_VERSION]);
+      assert.ok(store.migration.applied.includes(RETIRE_VERSION));
       assert.equal(store.migration.reports.length, 1);
       const [report] = store.migration.reports;
       assert.equal(report?.version, RETIRE_VERSION);
@@ -344,7 +344,7 @@ void describe('SQLite migration 000005: retire rollouts with unrenderable times'
     const path = await versionFourDatabase('healthy.db', [healthy]);
     const store = await openSqliteStore({ path });
     try {
-      assert.deepEqual(store.migration.applied, [RETIRE_VERSION]);
+      assert.ok(store.migration.applied.includes(RETIRE_VERSION));
       assert.deepEqual(store.migration.reports, []);
       assert.equal((await store.getRollout('healthy'))?.status, 'running');
       assert.deepEqual((await store.getRollout('healthy'))?.plan, healthyPlan);

@@ -9,7 +9,7 @@ import { formatPostgresSchema, POSTGRES_SCHEMA_QUERIES, type PostgresSchemaRows 
 import { inSerializableTransaction, inSnapshotTransaction } from './postgres-transaction.js';
 
 /** Several processes (controller replicas) may share one PostgreSQL store. */
-export const POSTGRES_STORE_CAPABILITIES: StoreCapabilities = Object.freeze({ multiProcess: true });
+export const POSTGRES_STORE_CAPABILITIES: StoreCapabilities = Object.freeze({ multiProcess: true, rowLocks: true });
 
 /**
  * PostgreSQL for the shared store. Every write is one SERIALIZABLE transaction, run again when it
@@ -24,6 +24,11 @@ export const POSTGRES_ENGINE: SqlEngine = {
   readTransaction: inSnapshotTransaction,
   writeTransaction: (db, work) => inSerializableTransaction(db, work),
   toStoreError,
+  // The server's clock, read when the statement runs (clock_timestamp, not the transaction's start).
+  clockMs: (now) =>
+    now === undefined
+      ? sql<number>`floor(extract(epoch from clock_timestamp()) * 1000)::bigint`
+      : sql<number>`cast(${now} as bigint)`,
 };
 
 /**

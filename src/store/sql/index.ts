@@ -8,6 +8,7 @@ export * from './event-rows.js';
 export * from './event-queries.js';
 export * from './rollout-rows.js';
 export * from './rollout-queries.js';
+export * from './lease-queries.js';
 export * from './migration.js';
 export * from './migrator.js';
 export * from './sql-store.js';

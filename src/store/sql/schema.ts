@@ -109,6 +109,23 @@ export interface VmOperationsTable {
   at: number;
 }
 
+/**
+ * Leader leases, one row per name (`controller`): who holds it, until when, and the fencing epoch
+ * (see `lease-store.ts`). Times are the database's clock, integer milliseconds.
+ */
+export interface LeasesTable {
+  name: string;
+  /** NULL once released. */
+  holder: string | null;
+  /** 1 for the first holder, one more at each change of holder; never goes down. */
+  epoch: number;
+  /** When the current holder took it. */
+  acquired_at: number;
+  /** When the current holder last renewed it. */
+  renewed_at: number;
+  expires_at: number;
+}
+
 /** The tables the stores read and write, keyed by table name. */
 export interface StoreDatabase {
   events: EventsTable;
@@ -118,4 +135,5 @@ export interface StoreDatabase {
   host_steps: HostStepsTable;
   vm_operations: VmOperationsTable;
   intermission_migrations: MigrationsTable;
+  leases: LeasesTable;
 }

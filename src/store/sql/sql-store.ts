@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, RawBuilder } from 'kysely';
 import {
   IntermissionError,
   isEmptyMutation,
@@ -29,6 +29,14 @@ import {
   upsertEventsQuery,
 } from './event-queries.js';
 import type { MigrationResult } from './migrator.js';
+import { CONTROLLER_LEASE, type AcquireLeaseOptions, type LeaseState, type LeaseStore } from '../lease-store.js';
+import {
+  acquireLeaseQuery,
+  releaseLeaseQuery,
+  selectLeaseEpochQuery,
+  selectLeaseQuery,
+  type LeaseRow,
+} from './lease-queries.js';
 import {
   insertPlanQuery,
   insertRolloutQuery,
@@ -79,6 +87,11 @@ export interface SqlEngine {
    * engine's error code; our own errors pass through unchanged.
    */
   toStoreError(error: unknown, action: string): IntermissionError;
+  /**
+   * "Now" in integer milliseconds since the epoch as an SQL expression: the database's own clock,
+   * or `now` when given (tests). The lease measures every expiry against it (see `lease-store.ts`).
+   */
+  clockMs(now?: number): RawBuilder<number>;
 }
 
 const SCOPE_RE = /^(?:set|vm):./;
@@ -99,7 +112,7 @@ const SCOPE_RE = /^(?:set|vm):./;
  *   gets CONFLICT.
  * Driver failures surface as STORE_FAILURE, with `retryable` from the engine's error code.
  */
-export class SqlStore implements EventStore, RolloutStore {
+export class SqlStore implements EventStore, RolloutStore, LeaseStore {
   readonly capabilities: StoreCapabilities;
   /** What the migrations did on open; `migration.to` is the schema version. */
   readonly migration: MigrationResult;
@@ -111,6 +124,7 @@ export class SqlStore implements EventStore, RolloutStore {
   /** The last write of this store: the next one starts after it (see the class comment). */
   #writes: Promise<unknown> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  #fence: WriteFence | undefined;
 
   constructor(db: Kysely<StoreDatabase>, engine: SqlEngine, migration: MigrationResult) {
     this.db = db;
@@ -288,6 +302,57 @@ export class SqlStore implements EventStore, RolloutStore {
     });
   }
 
+  // --- LeaseStore -----------------------------------------------------------------------------
+
+  /**
+   * See {@link LeaseStore.acquireOrRenew}: one statement outside the write queue, so that a renewal
+   * never waits behind a long rollout write of this store (its lease could run out meanwhile).
+   */
+  async acquireOrRenew(options: AcquireLeaseOptions): Promise<LeaseState> {
+    const name = options.name ?? CONTROLLER_LEASE;
+    checkLeaseOptions(options);
+    return this.run('take the leader lease', async (db) => {
+      const clock = this.#engine.clockMs(options.now);
+      const won = (
+        await db.executeQuery(acquireLeaseQuery(db, clock, { name, holder: options.holder, ttlMs: options.ttlMs }))
+      ).rows[0];
+      if (won) return leaseState(won, options.holder);
+      const row = (await db.executeQuery(selectLeaseQuery(db, clock, name))).rows[0];
+      if (!row) throw new IntermissionError('INTERNAL', 'the lease query returned no row');
+      return leaseState(row, options.holder);
+    });
+  }
+
+  /** See {@link LeaseStore.release}. */
+  async release(options: { readonly holder: string; readonly name?: string; readonly now?: number }): Promise<boolean> {
+    const name = options.name ?? CONTROLLER_LEASE;
+    return this.run('release the leader lease', async (db) => {
+      const clock = this.#engine.clockMs(options.now);
+      const result = await db.executeQuery(releaseLeaseQuery(db, clock, { name, holder: options.holder }));
+      return result.rows.length > 0;
+    });
+  }
+
+  /** See {@link LeaseStore.readLease}. */
+  async readLease(options: { readonly name?: string; readonly now?: number } = {}): Promise<LeaseState | undefined> {
+    const name = options.name ?? CONTROLLER_LEASE;
+    return this.run('read the leader lease', async (db) => {
+      const row = (await db.executeQuery(selectLeaseQuery(db, this.#engine.clockMs(options.now), name))).rows[0];
+      return row === undefined || row.name === null ? undefined : leaseState(row, undefined);
+    });
+  }
+
+  /**
+   * Fences every later write of this store with the leader lease: each write transaction first reads
+   * the lease (PostgreSQL: `FOR SHARE`) and goes on only when its epoch is `fence.epoch()`; else it
+   * fails with STALE_EPOCH and writes nothing. A leader that stalled mid-pass and wakes up after
+   * another took over then cannot overwrite what the new leader wrote, and, on PostgreSQL, a
+   * takeover waits for a write under way, so the new leader reads after it.
+   */
+  fenceWrites(fence: WriteFence | undefined): void {
+    this.#fence = fence;
+  }
+
   /** Waits for calls under way, then closes the database (or the pool). Idempotent. */
   async close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -313,12 +378,38 @@ export class SqlStore implements EventStore, RolloutStore {
    */
   #write(action: string, work: (trx: Kysely<StoreDatabase>) => Promise<void>): Promise<void> {
     const previous = this.#writes;
+    const fence = this.#fence;
+    const fenced = fence
+      ? async (trx: Kysely<StoreDatabase>): Promise<void> => {
+          await this.#checkFence(trx, fence, action);
+          await work(trx);
+        }
+      : work;
     const next = this.run(action, async (db) => {
       await previous.catch(() => undefined);
-      return this.#engine.writeTransaction(db, work);
+      return this.#engine.writeTransaction(db, fenced);
     });
     this.#writes = next.catch(() => undefined);
     return next;
+  }
+
+  async #checkFence(trx: Kysely<StoreDatabase>, fence: WriteFence, action: string): Promise<void> {
+    const epoch = fence.epoch();
+    const name = fence.name ?? CONTROLLER_LEASE;
+    const row =
+      epoch === undefined
+        ? undefined
+        : (await trx.executeQuery(selectLeaseEpochQuery(trx, name, this.capabilities.rowLocks === true))).rows[0];
+    if (epoch === undefined || row === undefined || Number(row.epoch) !== epoch) {
+      throw new IntermissionError(
+        'STALE_EPOCH',
+        `refused to ${action}: ` +
+          (epoch === undefined
+            ? 'this controller does not hold the leader lease'
+            : `the lease is at epoch ${row === undefined ? 'none' : Number(row.epoch)}, this controller led at ${epoch}`),
+        { details: { epoch, stored: row === undefined ? undefined : Number(row.epoch) } },
+      );
+    }
   }
 
   /** Runs one call: refused once closed, tracked so that close() waits for it, errors wrapped. */
@@ -334,6 +425,14 @@ export class SqlStore implements EventStore, RolloutStore {
       this.#inFlight.delete(call);
     }
   }
+}
+
+/** What {@link SqlStore.fenceWrites} checks each write against. */
+export interface WriteFence {
+  /** Which lease; default `controller`. */
+  readonly name?: string;
+  /** The epoch this process leads with now, or undefined when it does not lead. */
+  readonly epoch: () => number | undefined;
 }
 
 /** A mutation names each event once; if not, the last row wins (PostgreSQL refuses duplicates in one upsert). */
@@ -355,6 +454,32 @@ function checkScope(s: ScopeState): void {
       { retryable: false, details: { scope: s.scope, incarnation: s.incarnation } },
     );
   }
+}
+
+function checkLeaseOptions(options: AcquireLeaseOptions): void {
+  if (typeof options.holder !== 'string' || options.holder === '' || options.holder.length > 300) {
+    throw new IntermissionError('INVALID_INPUT', 'a lease holder is a name of 1 to 300 characters');
+  }
+  if (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 1) {
+    throw new IntermissionError('INVALID_INPUT', `a lease ttl is an integer of 1 ms or more, got ${options.ttlMs}`);
+  }
+  if (options.now !== undefined && !Number.isSafeInteger(options.now)) {
+    throw new IntermissionError('INVALID_INPUT', `an injected lease time is integer milliseconds, got ${options.now}`);
+  }
+}
+
+/** A lease row (or the empty row of a lease never taken) as the caller sees it. */
+function leaseState(row: LeaseRow, caller: string | undefined): LeaseState {
+  const now = Number(row.now);
+  const holder = row.holder ?? undefined;
+  const expiresAt = row.expires_at === null ? now : Number(row.expires_at);
+  return {
+    leader: caller !== undefined && holder === caller && expiresAt > now,
+    epoch: row.epoch === null ? 0 : Number(row.epoch),
+    holder,
+    expiresAt,
+    now,
+  };
 }
 
 function checkQuery(query: EventQuery): void {

@@ -24,6 +24,11 @@ export const SQLITE_ENGINE: SqlEngine = {
   readTransaction: (db, work) => inTransaction(db, 'deferred', work),
   writeTransaction: (db, work) => inTransaction(db, 'immediate', work),
   toStoreError,
+  // The database's clock (the machine's, for an embedded file) unless a test gives the time.
+  clockMs: (now) =>
+    now === undefined
+      ? sql<number>`cast((julianday('now') - 2440587.5) * 86400000.0 as integer)`
+      : sql<number>`cast(${now} as integer)`,
 };
 
 /**
