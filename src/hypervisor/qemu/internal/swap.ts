@@ -199,6 +199,8 @@ export async function migrate(
     }
     // The new process has the VM: the old one's queues would only take packets now.
     queues?.release(true);
+    // The switchover is over: its threads go back to the policy every other thread has.
+    await boosted();
   } catch (error) {
     queues?.release(false);
     const cause = normalize(ctx, call, error);
