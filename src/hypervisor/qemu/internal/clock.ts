@@ -116,6 +116,10 @@ async function agentReady(ctx: QemuContext, call: Call): Promise<VmHandle> {
     throw callError(ctx, call, 'GUEST_AGENT_UNREACHABLE', `VM ${handle.name} has no guest agent`, {}, undefined, false);
   }
   if (handle.operation !== null && handle.operation !== 'launch') notBusy(ctx, call, handle);
+  // Just after a swap's resume the guest is left to settle first (see SWAP_AGENT_SETTLE_MS),
+  // when that leaves the call at least half of its time.
+  const quiet = (handle.agentQuietUntil ?? 0) - Date.now();
+  if (quiet > 0 && quiet <= remaining(call) / 2) await delay(quiet, undefined, { signal: call.signal });
   const status = await runStatus(await openSession(ctx, handle, call), call);
   if (status !== 'running') {
     throw callError(ctx, call, 'WRONG_STATE', `the guest agent of VM ${handle.name} cannot answer: it is ${status}`, {

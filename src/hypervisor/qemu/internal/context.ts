@@ -45,7 +45,25 @@ export interface VmHandle {
   operation: 'launch' | 'swap' | 'reboot' | 'destroy' | null;
   /** Whether the guest agent answered the last time it was asked. */
   agentSeen: boolean;
+  /**
+   * Until when (host wall clock, ms) the guest agent is left alone after a swap's resume: see
+   * {@link SWAP_AGENT_SETTLE_MS}. Unset when no swap happened in this driver.
+   */
+  agentQuietUntil?: number;
 }
+
+/**
+ * How long after a swap's resume the driver waits before it talks to the guest agent (the agent's
+ * clock resync comes right after the swap). A guest-agent call (the resync's guest-set-time) in
+ * the first moments of the guest in its new process froze the guest's tasks for 0.9-5.2 s
+ * (tenant-vm-rollout.test.ts under TCG: the serial ticker stopped while the vCPU thread kept using
+ * 20-70% of a core, the kernel's TCP went on with its timers but took the peer's ACKs only seconds
+ * later, so the tenant's stream stalled 1.8-4.4 s in retransmission backoff). The same resync 0.5 s
+ * after the resume froze nothing on a lightly loaded machine, but still did (2-10 s) with the
+ * machine loaded four times over; 1.5 s froze nothing there either. The guest's clock stays behind
+ * by the swap's pause (ms) for that long.
+ */
+export const SWAP_AGENT_SETTLE_MS = 1500;
 
 /** One call under way. */
 export interface Call {

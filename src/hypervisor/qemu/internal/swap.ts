@@ -18,6 +18,7 @@ import type {
 } from '../qemu-types.js';
 import { binaryOf, qmpOptions, remaining } from './calls.js';
 import {
+  SWAP_AGENT_SETTLE_MS,
   alive,
   pausedSinceOf,
   vmStateOf,
@@ -199,6 +200,8 @@ export async function migrate(
     }
     // The new process has the VM: the old one's queues would only take packets now.
     queues?.release(true);
+    // The switchover is over: its threads go back to the policy every other thread has.
+    await boosted();
   } catch (error) {
     queues?.release(false);
     const cause = normalize(ctx, call, error);
@@ -299,6 +302,8 @@ async function completeSwap(
   const completedAt = resumedAt ?? Date.now();
   adoptProcess(handle, started);
   handle.pausedSince = pausedBefore;
+  // The guest just moved: its agent is left alone for a moment (see SWAP_AGENT_SETTLE_MS).
+  handle.agentQuietUntil = completedAt + SWAP_AGENT_SETTLE_MS;
   if (pausedBefore !== null) {
     const lease = readLease(handle.paths.lease);
     if (lease !== undefined) writeJsonAtomic(handle.paths.lease, { ...lease, pausedAt: pausedBefore });
