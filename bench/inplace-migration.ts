@@ -100,6 +100,7 @@ interface Builds {
 
 /** One move of a guest to a new process. */
 interface Move {
+  readonly vm: string;
   readonly path: MovePath;
   readonly from: string;
   readonly to: string;
@@ -117,6 +118,8 @@ interface Move {
   readonly guestTickGapMs: number | null;
   /** Longest gap of the tenant's TCP stream overlapping the move (disk guest only). */
   readonly streamStallMs: number | null;
+  /** Whether the stream flowed again after the move (null without one). */
+  readonly streamFlowing: boolean | null;
   readonly residualMs?: number;
   readonly roundTripMs?: number;
 }
@@ -125,6 +128,8 @@ interface Move {
 interface GuestCheck {
   readonly vm: string;
   readonly stream: TcpProbeReport;
+  /** How long the stream had been silent when the guest was retired. */
+  readonly silentAtEndMs: number;
   readonly acks: number;
   readonly records: RecordsVerdict | { readonly ok: false; readonly problems: readonly string[] };
 }
@@ -192,6 +197,24 @@ function dirtierPassMs(serial: string): number {
     return match ? Number(match[1]) * 1000 : Number.NaN;
   };
   return (wall(3) - wall(1)) / 2;
+}
+
+/** How long a move's settling waits at most for the stream to flow again. */
+const STREAM_RESUME_MS = 30_000;
+
+/**
+ * Waits after a move: SETTLE_MS, and then, with a stream, until data arrived after `completedAt`
+ * (a stall that outlasts the settle time, e.g. TCP retransmission backing off during a long copy,
+ * is measured whole). False when the stream did not flow again within {@link STREAM_RESUME_MS}.
+ */
+async function settle(probe: TcpProbe | null, completedAt: number): Promise<boolean> {
+  await sleep(SETTLE_MS);
+  const end = Date.now() + STREAM_RESUME_MS;
+  while (probe !== null && (probe.report().lastByteAtMs ?? 0) <= completedAt) {
+    if (Date.now() > end || probe.report().ended !== null) return false;
+    await sleep(50);
+  }
+  return true;
 }
 
 async function waitForLine(path: string, pattern: RegExp, timeoutMs: number): Promise<void> {
@@ -302,19 +325,28 @@ async function retireGuest(bench: Bench, guest: Guest): Promise<GuestCheck | nul
   guest.watcher.stop();
   const acks = parseAcks(readFileSync(guest.info.serialLog, 'utf8'));
   const stream = await guest.probe?.stop();
+  const silentAtEndMs = Date.now() - (stream?.lastByteAtMs ?? Date.now());
   await bench.driver.destroy({ vm: guest.vm });
   if (stream === undefined || guest.overlay === null) return null;
   const records = await readRecordsFromImage(guest.overlay).then(
     (text) => verifyRecords(text, acks),
     (error: Error) => ({ ok: false as const, problems: [`cannot read the image: ${error.message}`] }),
   );
-  return { vm: guest.vm, stream, acks: acks.length, records };
+  return { vm: guest.vm, stream, silentAtEndMs, acks: acks.length, records };
 }
 
-function record(path: MovePath, sizeMb: number, from: string, result: QemuSwapVmmResult, guest: Guest): Move {
+function record(
+  path: MovePath,
+  sizeMb: number,
+  from: string,
+  result: QemuSwapVmmResult,
+  guest: Guest,
+  flowing: boolean,
+): Move {
   const stopped = result.stoppedAt ?? result.startedAt;
   const resumed = result.resumedAt ?? result.completedAt;
   return {
+    vm: guest.vm,
     path,
     from,
     to: result.toVersion,
@@ -327,7 +359,15 @@ function record(path: MovePath, sizeMb: number, from: string, result: QemuSwapVm
     beatGapMs: beatGap(guest.watcher.lines, stopped, resumed),
     guestTickGapMs: guestTickGap(guest.watcher.lines, resumed),
     streamStallMs: streamStall(guest.probe, result.startedAt, result.completedAt),
+    streamFlowing: guest.probe === null ? null : flowing,
   };
+}
+
+/** `, TCP stall N ms` of a move's line (empty without a stream). */
+function stallText(move: Move): string {
+  if (move.streamFlowing === null) return '';
+  const flowing = move.streamFlowing ? '' : ` or more: the stream did not flow again within ${STREAM_RESUME_MS} ms`;
+  return `, TCP stall ${fmt(move.streamStallMs, 0)} ms${flowing}`;
 }
 
 /** The baseline of a guest with no move: beat silence and stream stall over a quiet window. */
@@ -353,10 +393,10 @@ async function inPlaceMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]):
         targetVersion: step.to,
         deadline: Date.now() + 30_000,
       });
-      await sleep(SETTLE_MS);
+      const flowing = await settle(guest.probe, result.completedAt);
       const clock = await bench.driver.resyncClock({ vm: guest.vm });
       const move = {
-        ...record(step.path, sizeMb, from, result, guest),
+        ...record(step.path, sizeMb, from, result, guest, flowing),
         residualMs: clock.residualMs,
         roundTripMs: clock.roundTripMs,
       };
@@ -366,7 +406,7 @@ async function inPlaceMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]):
         `    ${i + 1}/${plan.length} ${move.from} -> ${move.to}: pause ${fmt(move.pauseMs)} ms ` +
           `(QEMU ${fmt(move.qemuDowntimeMs, 0)}), beats silent ${fmt(move.beatGapMs, 0)} ms, ` +
           `guest tick gap ${fmt(move.guestTickGapMs, 0)} ms, sent ${mb(move.transferredBytes)}, ` +
-          `total ${fmt(move.totalMs, 0)} ms, ${guest.probe === null ? '' : `TCP stall ${fmt(move.streamStallMs, 0)} ms, `}` +
+          `total ${fmt(move.totalMs, 0)} ms${stallText(move)}, ` +
           `clock residual ${fmt(clock.residualMs, 2)} ms (round trip ${fmt(clock.roundTripMs, 2)} ms)\n`,
       );
     }
@@ -389,14 +429,14 @@ async function copyMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]): Pr
           ramTransfer: 'copy',
           deadline: Date.now() + 180_000,
         });
-        await sleep(SETTLE_MS);
-        const move = record('copy', sizeMb, bench.builds.a, result, guest);
+        const flowing = await settle(guest.probe, result.completedAt);
+        const move = record('copy', sizeMb, bench.builds.a, result, guest, flowing);
         moves.push(move);
         process.stdout.write(
           `    copy ${i + 1}/${COPIES}: pause ${fmt(move.pauseMs)} ms (QEMU ${fmt(move.qemuDowntimeMs, 0)}), ` +
             `beats silent ${fmt(move.beatGapMs, 0)} ms, sent ${mb(move.transferredBytes)} ` +
             `(RAM accounted ${mb(move.ramTotalBytes)}), total ${fmt(move.totalMs, 0)} ms` +
-            `${guest.probe === null ? '' : `, TCP stall ${fmt(move.streamStallMs, 0)} ms`}\n`,
+            `${stallText(move)}\n`,
         );
       } catch (error) {
         process.stdout.write(`    copy ${i + 1}/${COPIES}: FAILED ${(error as Error).message}\n`);
@@ -594,11 +634,13 @@ function report(all: readonly Move[], checks: readonly GuestCheck[], builds: Bui
   }
   for (const check of checks) {
     const s = check.stream;
+    const stuck = all.filter((m) => m.streamFlowing === false && m.vm === check.vm);
     line(
-      s.mismatch === null && s.ended === null,
+      s.mismatch === null && s.ended === null && stuck.length === 0 && check.silentAtEndMs < 5_000,
       `${check.vm}: TCP stream ${s.bytes} bytes at ${s.bytesPerSecond} B/s, ` +
         `${s.mismatch === null ? 'no wrong, lost or repeated byte' : `wrong byte at offset ${s.mismatch.offset}`}, ` +
-        `${s.ended === null ? 'never reset' : `ended: ${s.ended.reason} ${s.ended.detail}`}; longest stall ${s.longestStallMs} ms`,
+        `${s.ended === null ? 'never reset' : `ended: ${s.ended.reason} ${s.ended.detail}`}; longest stall ${s.longestStallMs} ms` +
+        `${stuck.length === 0 ? '' : `; did not flow again after ${stuck.length} move(s)`}, silent ${check.silentAtEndMs} ms at the end`,
     );
   }
   for (const check of checks) {
