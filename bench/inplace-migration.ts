@@ -242,6 +242,14 @@ function inPlacePlan(swaps: number, builds: Builds): { path: MovePath; to: strin
   return plan;
 }
 
+/** What a run collects. */
+interface Results {
+  readonly moves: Move[];
+  readonly checks: GuestCheck[];
+  /** Moves and guests that failed, each with why. */
+  readonly failures: string[];
+}
+
 /** Everything a run shares. */
 interface Bench {
   readonly driver: QemuDriver;
@@ -380,19 +388,23 @@ async function baseline(guest: Guest): Promise<void> {
   process.stdout.write(`    without any move: beats silent at most ${fmt(quiet)} ms${stream} (the baseline)\n`);
 }
 
-async function inPlaceMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]): Promise<Move[]> {
+async function inPlaceMoves(bench: Bench, sizeMb: number, results: Results): Promise<void> {
   const guest = await bootGuest(bench, `ip-${sizeMb}`, sizeMb, true);
-  const moves: Move[] = [];
   try {
     await baseline(guest);
     const plan = inPlacePlan(SWAPS, bench.builds);
     let from = bench.builds.a;
     for (const [i, step] of plan.entries()) {
-      const result = await bench.driver.swapVmm({
-        vm: guest.vm,
-        targetVersion: step.to,
-        deadline: Date.now() + 30_000,
-      });
+      let result: QemuSwapVmmResult;
+      try {
+        result = await bench.driver.swapVmm({ vm: guest.vm, targetVersion: step.to, deadline: Date.now() + 30_000 });
+      } catch (error) {
+        // A failed swap rolls back: the VM runs on in the old process, and the next move leaves from there.
+        const failure = `${guest.vm} ${from} -> ${step.to}: ${(error as Error).message}`;
+        results.failures.push(failure);
+        process.stdout.write(`    ${i + 1}/${plan.length} FAILED ${failure}\n`);
+        continue;
+      }
       const flowing = await settle(guest.probe, result.completedAt);
       const clock = await bench.driver.resyncClock({ vm: guest.vm });
       const move = {
@@ -401,7 +413,7 @@ async function inPlaceMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]):
         roundTripMs: clock.roundTripMs,
       };
       from = step.to;
-      moves.push(move);
+      results.moves.push(move);
       process.stdout.write(
         `    ${i + 1}/${plan.length} ${move.from} -> ${move.to}: pause ${fmt(move.pauseMs)} ms ` +
           `(QEMU ${fmt(move.qemuDowntimeMs, 0)}), beats silent ${fmt(move.beatGapMs, 0)} ms, ` +
@@ -412,14 +424,12 @@ async function inPlaceMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]):
     }
   } finally {
     const check = await retireGuest(bench, guest);
-    if (check !== null) checks.push(check);
+    if (check !== null) results.checks.push(check);
   }
-  return moves;
 }
 
-async function copyMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]): Promise<Move[]> {
+async function copyMoves(bench: Bench, sizeMb: number, results: Results): Promise<void> {
   const guest = await bootGuest(bench, `cp-${sizeMb}`, sizeMb, false);
-  const moves: Move[] = [];
   try {
     for (let i = 0; i < COPIES; i++) {
       try {
@@ -431,7 +441,7 @@ async function copyMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]): Pr
         });
         const flowing = await settle(guest.probe, result.completedAt);
         const move = record('copy', sizeMb, bench.builds.a, result, guest, flowing);
-        moves.push(move);
+        results.moves.push(move);
         process.stdout.write(
           `    copy ${i + 1}/${COPIES}: pause ${fmt(move.pauseMs)} ms (QEMU ${fmt(move.qemuDowntimeMs, 0)}), ` +
             `beats silent ${fmt(move.beatGapMs, 0)} ms, sent ${mb(move.transferredBytes)} ` +
@@ -439,14 +449,15 @@ async function copyMoves(bench: Bench, sizeMb: number, checks: GuestCheck[]): Pr
             `${stallText(move)}\n`,
         );
       } catch (error) {
-        process.stdout.write(`    copy ${i + 1}/${COPIES}: FAILED ${(error as Error).message}\n`);
+        const failure = `${guest.vm} copy ${i + 1}: ${(error as Error).message}`;
+        results.failures.push(failure);
+        process.stdout.write(`    copy ${i + 1}/${COPIES}: FAILED ${failure}\n`);
       }
     }
   } finally {
     const check = await retireGuest(bench, guest);
-    if (check !== null) checks.push(check);
+    if (check !== null) results.checks.push(check);
   }
-  return moves;
 }
 
 /** The version a QEMU binary reports (`7.2.15`), for labels. */
@@ -502,13 +513,17 @@ async function main(): Promise<void> {
       `${driver.config.switchoverRealtime ?? 'off'} (in place only)\n`,
   );
   if (crossProblem !== undefined) process.stdout.write(`no cross-version moves: ${crossProblem}\n`);
-  const all: Move[] = [];
-  const checks: GuestCheck[] = [];
+  const results: Results = { moves: [], checks: [], failures: [] };
   try {
     for (const size of SIZES) {
       process.stdout.write(`\n${size} MB:\n`);
-      all.push(...(await inPlaceMoves(bench, size, checks)));
-      all.push(...(await copyMoves(bench, size, checks)));
+      for (const run of [inPlaceMoves, copyMoves]) {
+        // A guest that does not boot (or dies) costs its own figures, not the rest of the run.
+        await run(bench, size, results).catch((error: Error) => {
+          results.failures.push(`${size} MB: ${error.message}`);
+          process.stdout.write(`  FAILED ${error.message}\n`);
+        });
+      }
     }
   } finally {
     await driver.close();
@@ -516,7 +531,7 @@ async function main(): Promise<void> {
     await net?.close();
     rmSync(work, { recursive: true, force: true });
   }
-  report(all, checks, builds);
+  report(results, builds);
 }
 
 /** The figures of one kind of move at one size. */
@@ -541,7 +556,8 @@ function describePath(path: MovePath, builds: Builds): string {
   }
 }
 
-function report(all: readonly Move[], checks: readonly GuestCheck[], builds: Builds): void {
+function report(results: Results, builds: Builds): void {
+  const { moves: all, checks, failures } = results;
   const tcp = GUEST === 'disk';
   process.stdout.write(
     `\n  RAM    | move              | n  | pause p50 / p99     | beats silent p50 / p99 | tick gap p50 | sent p50   | total p50` +
@@ -652,8 +668,9 @@ function report(all: readonly Move[], checks: readonly GuestCheck[], builds: Bui
         (r.ok ? ', every acknowledged one there, in order, uncorrupted' : `: ${r.problems.join('; ')}`),
     );
   }
+  line(failures.length === 0, `${failures.length} failed moves or guests${failures.map((f) => `\n  ${f}`).join('')}`);
   const json = process.env['BENCH_JSON'];
-  if (json) writeFileSync(json, `${JSON.stringify({ moves: all, guests: checks }, null, 2)}\n`);
+  if (json) writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`);
 }
 
 function line(pass: boolean, text: string): void {
