@@ -16,18 +16,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
+import { serialLogOf } from '../../src/hypervisor/qemu/index.js';
 import { GuestAgentClient } from '../../src/qmp/index.js';
-import {
-  SerialWatcher,
-  VMM_A,
-  VMM_B,
-  beats,
-  buildGuest,
-  qemuPreflight,
-  writeQemuHostConfigs,
-} from '../qemu/qemu-fixture.js';
-import { Cluster, ensureBuilt, type FleetSpec } from './harness.js';
+import { SerialWatcher, VMM_A, VMM_B, beats, buildGuest, qemuPreflight } from '../qemu/qemu-fixture.js';
+import { ensureBuilt, type Cluster, type FleetSpec } from './harness.js';
+import { startQemuCluster } from '../qemu/rollout-checks.js';
 import type { ObservedPause } from './trial-checks.js';
 import { TRIAL_TIME_SCALE } from './trial-plan.js';
 import type { BackendObservation, OutsideView, TrialBackend } from './trial-backend.js';
@@ -72,33 +65,18 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
   // Short and unique: sockets live under it (108 bytes at most), and other runs share /tmp.
   const base = await mkdtemp('/tmp/iq-ct-');
   const {
+    cluster,
     runDirs,
     patchLog: patchMarker,
-    configOf,
-    metadataDir,
-  } = await writeQemuHostConfigs({
+    close,
+  } = await startQemuCluster({
+    name: 'qtrial',
+    fleet: QEMU_TRIAL_FLEET,
+    timeScale: TRIAL_TIME_SCALE,
     base,
     hosts: QEMU_TRIAL_FLEET.hosts.map((h) => h.name),
     guest,
   });
-  let cluster: Cluster;
-  try {
-    cluster = await Cluster.start({
-      name: 'qtrial',
-      fleet: QEMU_TRIAL_FLEET,
-      timeScale: TRIAL_TIME_SCALE,
-      seed: 1,
-      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', configOf(host)],
-      // A finished event stays listed 10 min / 300 = 2 s: the guests' tenants (polling once a second) see it Started.
-      controllerArgs: ['--metadata-dir', metadataDir, '--linger', '10m'],
-      bindMetadata: false,
-      agentStartTimeoutMs: 300_000,
-    });
-  } catch (error) {
-    for (const dir of runDirs.values()) await destroyQemuRunDir(dir).catch(() => undefined);
-    await rm(base, { recursive: true, force: true });
-    throw error;
-  }
   const vmHost = new Map(QEMU_TRIAL_FLEET.vms.map((v) => [v.name, v.host]));
   const vmDir = (vm: string): string => join(runDirs.get(vmHost.get(vm) ?? '') ?? '', vm);
   const shared = cluster;
@@ -144,8 +122,7 @@ export async function qemuBackend(): Promise<QemuTrialBackend> {
     },
     observe: (c, updateId) => Promise.resolve(observeGuests({ cluster: c, vmDir, clocks, patchMarker, updateId })),
     close: async () => {
-      await shared.close();
-      for (const dir of runDirs.values()) await destroyQemuRunDir(dir).catch(() => undefined);
+      await close();
       await rm(base, { recursive: true, force: true });
     },
   };

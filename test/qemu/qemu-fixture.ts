@@ -216,14 +216,20 @@ export interface QemuHostsLayout {
 }
 
 /**
- * Writes one QEMU agent config per host under `base` (TCG, the two test builds, the test guest,
- * tick beats on the serial console) whose host patch takes its expected time and leaves a trace in
+ * Writes one QEMU agent config per host under `base` (TCG, the two test builds unless `vmmBuilds`
+ * names others, the test guest, tick beats on the serial console, each host's VMs as `vms` gives
+ * them) whose host patch takes its expected time and leaves a trace in
  * {@link QemuHostsLayout.patchLog} only when it ran to its end.
  */
 export async function writeQemuHostConfigs(options: {
   readonly base: string;
   readonly hosts: readonly string[];
   readonly guest: TestGuest;
+  /** The host file's `vmmBuilds` (a binary, or `{ binary, dataDir }`). Default {@link VMM_A} and {@link VMM_B}. */
+  readonly vmmBuilds?: Readonly<Record<string, string | { readonly binary: string; readonly dataDir?: string }>>;
+  readonly defaultVmmVersion?: string;
+  /** The host file's `vms` (per-VM disks, NICs, boot…) of one host. */
+  readonly vms?: (host: string) => Readonly<Record<string, unknown>>;
 }): Promise<QemuHostsLayout> {
   const { base, guest } = options;
   const runDirs = new Map(options.hosts.map((h) => [h, join(base, h)]));
@@ -237,8 +243,8 @@ export async function writeQemuHostConfigs(options: {
       JSON.stringify({
         runDir: driver.runDir,
         accel: 'tcg',
-        vmmBuilds: driver.vmmBuilds,
-        defaultVmmVersion: VMM_A,
+        vmmBuilds: options.vmmBuilds ?? driver.vmmBuilds,
+        defaultVmmVersion: options.defaultVmmVersion ?? VMM_A,
         kernel: guest.kernel,
         initrd: guest.initrd,
         defaultRamMb: 256,
@@ -249,6 +255,7 @@ export async function writeQemuHostConfigs(options: {
           '-c',
           `sleep "$((INTERMISSION_UPDATE_EXPECTED_MS / 1000))"; echo "$INTERMISSION_UPDATE_ID" >> ${patchLog(host)}`,
         ],
+        ...(options.vms === undefined ? {} : { vms: options.vms(host) }),
       }),
     );
   }

@@ -20,22 +20,14 @@
 import { strict as assert } from 'node:assert';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
-import { Cluster, Watcher, ensureBuilt, type FleetSpec, type RolloutBody } from '../crash/harness.js';
+import { serialLogOf } from '../../src/hypervisor/qemu/index.js';
+import { Watcher, ensureBuilt, type FleetSpec, type RolloutBody } from '../crash/harness.js';
 import { waveHosts } from '../crash/checks.js';
 import { QEMU_TRIAL_FLEET } from '../crash/trial-qemu.js';
-import {
-  VMM_A,
-  VMM_B,
-  buildGuest,
-  fields,
-  qemuPreflight,
-  serialLines,
-  sleep,
-  writeQemuHostConfigs,
-} from './qemu-fixture.js';
+import { VMM_A, VMM_B, buildGuest, fields, qemuPreflight, serialLines, sleep } from './qemu-fixture.js';
 import {
   apply,
+  startQemuCluster,
   detailOf,
   followToCompletion,
   gapAround,
@@ -55,6 +47,7 @@ const VMS = FLEET.vms.map((v) => v.name);
 
 interface Setup extends RolloutSetup {
   readonly patchLog: (host: string) => string;
+  readonly close: () => Promise<void>;
 }
 
 let setup: Promise<Setup> | undefined;
@@ -66,22 +59,14 @@ function start(): Promise<Setup> {
     await ensureBuilt();
     const guest = buildGuest();
     const base = await mkdtemp('/tmp/iq-roll-');
-    const { runDirs, patchLog, configOf, metadataDir } = await writeQemuHostConfigs({
+    const { cluster, runDirs, patchLog, close } = await startQemuCluster({
+      name: 'qemu',
+      fleet: FLEET,
       base,
       hosts: FLEET.hosts.map((h) => h.name),
       guest,
     });
-    const cluster = await Cluster.start({
-      name: 'qemu',
-      fleet: FLEET,
-      timeScale: 60,
-      seed: 1,
-      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', configOf(host)],
-      controllerArgs: ['--metadata-dir', metadataDir, '--linger', '10m'],
-      bindMetadata: false,
-      agentStartTimeoutMs: 300_000,
-    });
-    return { cluster, fleet: FLEET, base, runDirs, patchLog };
+    return { cluster, fleet: FLEET, base, runDirs, patchLog, close };
   })();
   return setup;
 }
@@ -96,8 +81,7 @@ before(
 after(async () => {
   const s = await setup?.catch(() => undefined);
   if (!s) return;
-  await s.cluster.close();
-  for (const dir of s.runDirs.values()) await destroyQemuRunDir(dir);
+  await s.close();
   await rm(s.base, { recursive: true, force: true });
 });
 

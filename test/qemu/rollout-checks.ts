@@ -5,12 +5,76 @@
  * and as its ticker lived it, its clock resynchronised, notice honoured).
  */
 import { strict as assert } from 'node:assert';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { serialLogOf } from '../../src/hypervisor/qemu/index.js';
-import { Watcher, type Cluster, type FleetSpec, type RolloutBody } from '../crash/harness.js';
-import { SerialWatcher, beats, fields, serialLines, waitForSerial, type ObservedLine } from './qemu-fixture.js';
+import { destroyQemuRunDir, serialLogOf } from '../../src/hypervisor/qemu/index.js';
+import { Cluster, Watcher, type FleetSpec, type RolloutBody } from '../crash/harness.js';
+import {
+  SerialWatcher,
+  beats,
+  fields,
+  serialLines,
+  waitForSerial,
+  writeQemuHostConfigs,
+  type ObservedLine,
+} from './qemu-fixture.js';
+
+/** Options of {@link startQemuCluster}: the host files' (see {@link writeQemuHostConfigs}) and the cluster's. */
+export type QemuClusterOptions = Parameters<typeof writeQemuHostConfigs>[0] & {
+  readonly name: string;
+  readonly fleet: FleetSpec;
+  /** Default 60. */
+  readonly timeScale?: number;
+};
+
+/** A controller and one `agent --driver qemu` per host, as {@link startQemuCluster} started them. */
+export interface QemuCluster {
+  readonly cluster: Cluster;
+  readonly runDirs: ReadonlyMap<string, string>;
+  readonly patchLog: (host: string) => string;
+  /** Kills the processes, then every VM of every host, and removes the run directories. */
+  readonly close: () => Promise<void>;
+}
+
+/**
+ * Writes each host's QEMU agent config under `options.base` and starts the controller and the
+ * agents (the guests boot in parallel); on failure, what started is torn down again.
+ */
+export async function startQemuCluster(options: QemuClusterOptions): Promise<QemuCluster> {
+  const { runDirs, patchLog, configOf, metadataDir } = await writeQemuHostConfigs(options);
+  const destroyVms = async (): Promise<void> => {
+    for (const dir of runDirs.values()) await destroyQemuRunDir(dir).catch(() => undefined);
+  };
+  let cluster: Cluster;
+  try {
+    cluster = await Cluster.start({
+      name: options.name,
+      fleet: options.fleet,
+      timeScale: options.timeScale ?? 60,
+      seed: 1,
+      agentArgs: (host) => ['--driver', 'qemu', '--qemu-config', configOf(host)],
+      // A finished event stays listed 10 min / time scale: the guests' tenants (polling once a
+      // second) see it Started.
+      controllerArgs: ['--metadata-dir', metadataDir, '--linger', '10m'],
+      bindMetadata: false,
+      agentStartTimeoutMs: 300_000,
+    });
+  } catch (error) {
+    await destroyVms();
+    await rm(options.base, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    cluster,
+    runDirs,
+    patchLog,
+    close: async () => {
+      await cluster.close();
+      await destroyVms();
+    },
+  };
+}
 
 /** The statuses a rollout ends in. */
 export const TERMINAL = new Set(['completed', 'halted', 'cancelled', 'failed']);
