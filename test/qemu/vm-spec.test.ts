@@ -4,12 +4,14 @@
  * load, the tap exec wrapper, and that a VM recorded before any of this keeps its command line.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after as afterAll, describe, it } from 'node:test';
 import { isIntermissionError } from '../../src/domain/index.js';
 import {
+  TAP_ATTACH_SCRIPT,
   TAP_EXEC_SCRIPT,
   buildQemuArgv,
   canLoad,
@@ -286,6 +288,17 @@ void describe('VM command line', () => {
       args: ['-c', TAP_EXEC_SCRIPT, 'tapA', '3', 'tapB', '4', '--', '/usr/bin/qemu', '-name', 'x'],
     });
     assert.match(TAP_EXEC_SCRIPT, /IFF_MULTI_QUEUE/);
+    // A swap's new process: its queues start detached (attached just before the switchover).
+    const detached = wrapWithTaps('python3', '/usr/bin/qemu', ['-name', 'x'], s.nics ?? [], { detached: true });
+    assert.deepEqual(detached.args.slice(2, 5), ['--detached', 'tapA', '3']);
+    // Both Python programs at least compile.
+    for (const script of [TAP_EXEC_SCRIPT, TAP_ATTACH_SCRIPT]) {
+      const check = spawnSync('python3', ['-c', 'import sys; compile(sys.stdin.read(), "tap", "exec")'], {
+        input: script,
+        encoding: 'utf8',
+      });
+      assert.equal(check.status, 0, check.stderr);
+    }
   });
 });
 

@@ -86,6 +86,6 @@ export type {
 } from './internal/layout.js';
 export { canLoad, parseDeviceHelp, parseMachineHelp, probeBuild, type BuildProbe } from './internal/builds.js';
 export { firmwareNeeds, firmwareSearchDirs, pinFirmware } from './internal/firmware.js';
-export { TAP_EXEC_SCRIPT, defaultTapName, wrapWithTaps } from './internal/tap.js';
+export { TAP_ATTACH_SCRIPT, TAP_EXEC_SCRIPT, defaultTapName, wrapWithTaps } from './internal/tap.js';
 export { nicMacAddress, pinSpec, resolveVmParts } from './internal/vm-spec.js';
 export { VM_RECORD_FORMAT, processPaths, readVmRecord, vmPaths } from './internal/layout.js';

@@ -4,6 +4,7 @@
  * an interruption does on each side of the point of no return (rolled back before it, finished
  * on the new process after it: see `swap-settle.ts` and `rollback.ts`).
  */
+import { appendFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { IntermissionError } from '../../../domain/index.js';
 import type { QmpClient, QmpMigrationInfo } from '../../../qmp/index.js';
@@ -35,6 +36,7 @@ import { rollback } from './rollback.js';
 import { openSession, releaseIfClosed, runStatus, withMonitor } from './session.js';
 import { finalMigrationInfo, settleForward, settleInterruptedSwap, type ForwardOutcome } from './swap-settle.js';
 import { boostSwitchover, watchdogReady } from './switchover.js';
+import { attachQueues, type AttachOutcome } from './tap.js';
 import { adoptProcess, retire, startProcess } from './vm-process.js';
 
 /** Migration states in which a migration has ended. */
@@ -118,6 +120,8 @@ export async function migrate(
   let resumedAt: number | null = null;
   let info: QmpMigrationInfo | undefined;
   let boosted: (() => Promise<void>) | undefined;
+  // The helper that attached the new process's tap queues, holding the old one's.
+  let queues: AttachOutcome | undefined;
   // Whether `migrate` may have reached the source: set before it is sent, as an answer that is
   // lost (deadline, abort) does not mean that QEMU did not start the migration.
   let migrateSent = false;
@@ -157,12 +161,24 @@ export async function migrate(
     oldMark = oldSession.log.seq;
     newMark = target.log.seq;
     swapPhase(ctx, call, handle, 'target-ready', from, started);
+    // The new process's queue of each tap, detached until now, is attached, and the guest's packets
+    // go there from here on (see internal/tap.ts): they wait for the switchover, a few ms with
+    // shared RAM. A copying migration runs the guest on the old process for a while yet: its
+    // packets stay with the old queue until the source completed.
+    if (ramTransfer === 'shared') {
+      queues = await attachNewQueues(ctx, call, handle, started, 1, { oldPid: from.pid });
+    } else {
+      await attachNewQueues(ctx, call, handle, started, 0);
+    }
     migrateSent = true;
     await oldSession.qmp.execute('migrate', { uri }, qmpOptions(call));
     swapPhase(ctx, call, handle, 'migration-started', from, started);
     info = await awaitMigration(ctx, handle, oldSession, call);
     // The point of no return: from here on an interruption finishes the swap (see the catch).
     swapPhase(ctx, call, handle, 'source-completed', from, started);
+    if (ramTransfer === 'copy') {
+      queues = await attachNewQueues(ctx, call, handle, started, 1, { oldPid: from.pid, required: false });
+    }
     if (!wasPaused) {
       const resume = await target.log.waitFor('RESUME', newMark, {
         timeoutMs: remaining(call),
@@ -181,7 +197,10 @@ export async function migrate(
     } else {
       await awaitIncomingDone(ctx, target, call);
     }
+    // The new process has the VM: the old one's queues would only take packets now.
+    queues?.release(true);
   } catch (error) {
+    queues?.release(false);
     const cause = normalize(ctx, call, error);
     // Before `migrate` the new process cannot have the VM; after it, the new process is frozen
     // while the source is asked how far the migration got (see settleInterruptedSwap).
@@ -359,6 +378,53 @@ function forwardError(
     { ...details, state: outcome.status === undefined ? 'migrating' : vmStateOf(outcome.status) },
     cause,
   );
+}
+
+/**
+ * Attaches the new process's tap queues and steers the guest's packets to queue `queue` (1: the new
+ * process's; 0: the old one's); with `oldPid`, the helper then holds the old process's queues, to
+ * detach them once the new process runs the VM ({@link AttachOutcome.release}). A queue that may
+ * still be detached fails the swap when `required` (the default: before `migrate`, it is then
+ * rolled back); past the point of no return it is only logged (the queues were attached before
+ * `migrate` then). A steering failure is written to the new process's QEMU log and otherwise
+ * ignored: the swap then works as before steering, with the stall that steering avoids.
+ */
+async function attachNewQueues(
+  ctx: QemuContext,
+  call: Call,
+  handle: VmHandle,
+  started: StartedProcess,
+  queue: 0 | 1,
+  options: { readonly oldPid?: number; readonly required?: boolean } = {},
+): Promise<AttachOutcome> {
+  const nics = handle.record.spec.nics ?? [];
+  const outcome = await attachQueues(
+    ctx.config.python,
+    {
+      pid: started.record.pid,
+      dir: started.paths.dir,
+      ...(options.oldPid === undefined ? {} : { oldPid: options.oldPid }),
+    },
+    nics.length,
+    queue,
+  );
+  if (outcome.problem !== null) {
+    try {
+      appendFileSync(started.paths.qemuLog, `intermission: ${outcome.problem}\n`);
+    } catch {
+      // The log is for operators only.
+    }
+  }
+  if ((options.required ?? true) && !outcome.attached) {
+    outcome.release(false);
+    throw callError(
+      ctx,
+      call,
+      'OPERATION_FAILED',
+      `the new QEMU process of VM ${handle.name}: ${outcome.problem ?? ''}`,
+    );
+  }
+  return outcome;
 }
 
 /** Calls the test-only {@link QemuDriverConfig.onSwapPhase} hook, then honours an abort it caused. */

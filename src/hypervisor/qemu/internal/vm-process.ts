@@ -54,7 +54,8 @@ export async function startProcess(
   let child: { pid: number; exited(): boolean };
   try {
     await ensureTaps(nics);
-    const { command, args } = wrapWithTaps(ctx.config.python, process.binary, argv, nics);
+    // A swap's new process gets its queues detached, attached just before the switchover.
+    const { command, args } = wrapWithTaps(ctx.config.python, process.binary, argv, nics, { detached: incoming });
     child = await spawnDetached(command, args, { logFile: paths.qemuLog, cwd: paths.dir });
   } catch (error) {
     throw callError(ctx, call, 'OPERATION_FAILED', `cannot start ${process.binary}: ${String(error)}`, {}, error);
