@@ -25,7 +25,15 @@ import { QEMU_TRIAL_FLEET } from '../crash/trial-qemu.js';
 import { QEMU10, QEMU_FIRMWARE_DIR, buildGuestDisk, guestDiskPreflight, overlayDisk } from './guest-disk.js';
 import { waitForSerial } from './qemu-fixture.js';
 import { parseAcks, readRecordsFromImage, verifyRecords } from './records.js';
-import { apply, followToCompletion, startQemuCluster, type AgentVms, type RolloutSetup } from './rollout-checks.js';
+import {
+  apply,
+  followToCompletion,
+  resultOf,
+  startQemuCluster,
+  type AgentVms,
+  type Detail,
+  type RolloutSetup,
+} from './rollout-checks.js';
 import { startTcpProbe, type TcpProbe } from './tcp-probe.js';
 import { createTenantNet, type TenantNet } from './tenant-net.js';
 
@@ -41,6 +49,8 @@ interface Setup extends RolloutSetup {
   readonly net: TenantNet;
   readonly disks: ReadonlyMap<string, string>;
   readonly probes: Map<string, TcpProbe>;
+  /** Each VM's pauses in the rollouts so far (host wall clock), to place the stream's stalls. */
+  readonly pauses: Map<string, { readonly what: string; readonly pausedAt: number; readonly resumedAt: number }[]>;
   readonly patchLog: (host: string) => string;
   readonly close: () => Promise<void>;
 }
@@ -78,7 +88,18 @@ function start(): Promise<Setup> {
       vms: (host) =>
         Object.fromEntries(FLEET.vms.filter((vm) => vm.host === host).map((vm) => [vm.name, specs.get(vm.name)])),
     });
-    const s: Setup = { cluster, fleet: FLEET, base, runDirs, net, disks, probes: new Map(), patchLog, close };
+    const s: Setup = {
+      cluster,
+      fleet: FLEET,
+      base,
+      runDirs,
+      net,
+      disks,
+      probes: new Map(),
+      pauses: new Map(),
+      patchLog,
+      close,
+    };
     // Each guest's tenant programs run before anything moves: records acknowledged, a stream held.
     await Promise.all(
       FLEET.vms.map(async (vm, i) => {
@@ -125,6 +146,27 @@ async function versions(s: Setup): Promise<Map<string, { state: string; vmmVersi
   return seen;
 }
 
+/** Keeps each VM's pause of a completed rollout, as its agent dated it. */
+function notePauses(s: Setup, detail: Detail, what: string): void {
+  for (const vm of FLEET.vms) {
+    const r = resultOf(detail, vm.name);
+    if (typeof r?.pausedAt !== 'number' || typeof r.resumedAt !== 'number') continue;
+    const list = s.pauses.get(vm.name) ?? [];
+    list.push({ what, pausedAt: r.pausedAt, resumedAt: r.resumedAt });
+    s.pauses.set(vm.name, list);
+  }
+}
+
+/** A stall of a VM's stream, placed against the VM's nearest pause: `812 ms (ended 640 ms after the swap's resume)`. */
+function placeStall(s: Setup, vm: string, stall: { readonly atMs: number; readonly ms: number }): string {
+  const nearest = (s.pauses.get(vm) ?? [])
+    .map((p) => ({ ...p, distance: Math.abs(stall.atMs - p.resumedAt) }))
+    .sort((a, b) => a.distance - b.distance)[0];
+  if (nearest === undefined) return `${stall.ms} ms`;
+  const offset = Math.round(stall.atMs - nearest.resumedAt);
+  return `${stall.ms} ms (ended ${Math.abs(offset)} ms ${offset >= 0 ? 'after' : 'before'} the ${nearest.what}'s resume)`;
+}
+
 /** The records a guest has acknowledged so far on its serial console. */
 async function acknowledged(s: Setup, vm: string): Promise<number[]> {
   const host = FLEET.vms.find((v) => v.name === vm)?.host ?? '';
@@ -160,6 +202,7 @@ describe(
           { settleMs: '2s' },
         );
         const { detail } = await followToCompletion(s, id, t);
+        notePauses(s, detail, 'swap');
         assert.ok(
           detail.operations.every((o) => o.outcome === 'ok'),
           JSON.stringify(detail.operations),
@@ -179,7 +222,8 @@ describe(
         { id: 'patch-10', kind: 'host-patch', expectedApplyMs: '2s' },
         { settleMs: '2s', pauseBudgetMs: 10_000 },
       );
-      await followToCompletion(s, id, t);
+      const { detail } = await followToCompletion(s, id, t);
+      notePauses(s, detail, 'patch');
       for (const [vm, v] of await versions(s)) {
         assert.equal(v.state, 'running', vm);
         assert.equal(v.vmmVersion, NEW, `${vm} still runs QEMU ${NEW}`);
@@ -204,7 +248,7 @@ describe(
           t.diagnostic(
             `${vm}: stream ${report.bytes} bytes at ${Math.round(report.bytesPerSecond)} B/s, no byte lost or repeated; ` +
               `longest stall ${report.longestStallMs} ms; stalls over ${STALL_THRESHOLD_MS} ms: ` +
-              (report.stalls.map((x) => `${x.ms} ms`).join(', ') || 'none'),
+              (report.stalls.map((x) => placeStall(s, vm, x)).join(', ') || 'none'),
           );
         }
         s.probes.clear();
