@@ -186,6 +186,8 @@ void describe('QEMU driver with real guests', { skip: preflight.skip }, () => {
         migratableDevices: true,
         blockingDevices: [],
         guestAgent: true,
+        // The host's other build is the same binary: it can load the VM's pinned machine type.
+        vmmBuilds: { [VMM_B]: { loadable: true } },
       },
     );
     const info = await driver.describeVm({ vm: 'vm-t' });
